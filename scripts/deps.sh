@@ -1,0 +1,33 @@
+#!/bin/sh
+# Install what shroud needs to build, run and test, from Debian's packages.
+# As root: installs what is missing with apt-get. Otherwise: prints the exact command and fails.
+# Usage: scripts/deps.sh [run|test|bench]
+set -eu
+
+need="cmake make gcc pkg-config libev-dev libsodium-dev libsqlite3-dev libc-ares-dev libpsl-dev"
+case "${1:-run}" in
+test)
+	# cmocka for unit tests; clang + its runtime for libFuzzer and the sanitizer build; curl and
+	# python3-socks are the real clients of the end-to-end tests; iproute2 for network namespaces.
+	need="$need libcmocka-dev clang libclang-rt-14-dev curl python3 python3-socks iproute2"
+	;;
+esac
+
+missing=""
+for p in $need; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "shroud needs these Debian packages:$missing" >&2
+	echo "install them with:  sudo apt-get update && sudo apt-get install -y$missing" >&2
+	exit 1
+fi
+echo "installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >&2
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >&2
