@@ -1,0 +1,45 @@
+/* store/snapshot.c - reference counting and lookup on immutable snapshots. No SQLite here. */
+#include "store/snapshot.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct snapshot *snapshot_ref(struct snapshot *s)
+{
+	/* Relaxed is enough to take a reference: the caller already holds one, so the snapshot
+	 * cannot be freed under us, and taking a reference publishes nothing. */
+	atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+	return s;
+}
+
+void snapshot_unref(struct snapshot *s)
+{
+	if (s == NULL)
+		return;
+	/* acq_rel: the release orders this thread's reads of the snapshot before the decrement,
+	 * the acquire makes every other owner's reads happen before the free below. */
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	/* Both allocations are malloc'd (store_snapshot_build). The users hold password hashes:
+	 * not secrets in themselves, but nothing gained by leaving them in freed memory. */
+	if (s->users != NULL) {
+		explicit_bzero(s->users, s->nusers * sizeof(*s->users));
+		free(s->users);
+	}
+	free(s);
+}
+
+static int user_cmp(const void *key, const void *elem)
+{
+	const struct snapshot_user *u = elem;
+
+	return strcmp(key, u->name);
+}
+
+const struct snapshot_user *snapshot_user_find(const struct snapshot *s, const char *name)
+{
+	/* bsearch's base is declared nonnull: an empty snapshot has users == NULL. */
+	if (s == NULL || name == NULL || s->nusers == 0)
+		return NULL;
+	return bsearch(name, s->users, s->nusers, sizeof(*s->users), user_cmp);
+}

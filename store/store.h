@@ -1,0 +1,108 @@
+/*
+ * store/store.h - the only door to SQLite.
+ *
+ * A struct store owns one SQLite connection to a shroud database. The schema is pool.db.sql,
+ * compiled into the binary; PRAGMA user_version numbers it and store_open migrates older files
+ * forward (and refuses newer ones). Every store uses WAL mode and a busy timeout, so the CLI can
+ * write while the daemon reads.
+ *
+ * Threading: a struct store is used by one thread at a time. The daemon keeps one, on its control
+ * thread; workers never touch SQLite, they read immutable snapshots (store/snapshot.h).
+ *
+ * Errors: every function returns ST_OK or a negative status; on failure nothing was written
+ * (each mutation is one transaction). store_errmsg() gives SQLite's last message for logs.
+ */
+#ifndef SHROUD_STORE_STORE_H
+#define SHROUD_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/compiler.h"
+#include "store/snapshot.h"
+
+struct store;
+
+/* store_open flags */
+#define STORE_CREATE 0x1	 /* create the file (mode 0600) if it does not exist */
+#define STORE_REQUIRE_PRIVATE 0x2 /* refuse (ST_EPERM) a file that group or others may access */
+
+/* The schema version pool.db.sql creates. */
+#define STORE_SCHEMA_VERSION 1
+
+/*
+ * Open (and, with STORE_CREATE, create) the database at path; ":memory:" opens a private
+ * in-memory database. Applies the schema to an empty database, migrates an older one.
+ * Errors: ST_ENOTFOUND (no file and no STORE_CREATE), ST_EPERM (mode too open with
+ * STORE_REQUIRE_PRIVATE, or not a regular file), ST_EVERSION (written by a newer shroud),
+ * ST_EDB (SQLite failed, see *errmsg), ST_ESYS (errno), ST_ENOMEM.
+ * On failure *out is untouched and, when errmsg is not NULL, *errmsg points to a static or
+ * thread-local description valid until the next call.
+ */
+NODISCARD int store_open(const char *path, unsigned flags, struct store **out, const char **errmsg);
+
+void store_close(struct store *s);
+
+/* SQLite's message for the last failed call on s. */
+const char *store_errmsg(struct store *s);
+
+/* The schema version of the open file (after migration, STORE_SCHEMA_VERSION). */
+NODISCARD int store_schema_version(struct store *s, int *version);
+
+/*
+ * PRAGMA data_version: changes whenever another connection commits to the file.
+ * Cheap (no disk read): the daemon polls it once a second to notice CLI changes.
+ */
+NODISCARD int store_data_version(struct store *s, int64_t *version);
+
+/* ---- users ---- */
+
+/* Longest user name. Names are 1..STORE_USER_NAME_MAX of [A-Za-z0-9_.], starting with a letter
+ * or digit: no '-', which separates the name from its parameters in a SOCKS username. */
+#define STORE_USER_NAME_MAX 64
+
+/* True when name follows the rule above. */
+bool store_user_name_valid(const char *name);
+
+/* Add a user with a password hash string (crypto/pwhash.h). ST_EINVAL bad name or hash,
+ * ST_EEXIST taken. */
+NODISCARD int store_user_add(struct store *s, const char *name, const char *hash);
+
+/* Remove. ST_ENOTFOUND when there is no such user. */
+NODISCARD int store_user_remove(struct store *s, const char *name);
+
+/* Replace the hash. ST_ENOTFOUND when there is no such user, ST_EINVAL for a bad hash. */
+NODISCARD int store_user_set_hash(struct store *s, const char *name, const char *hash);
+
+/* Enable or disable. ST_ENOTFOUND when there is no such user. */
+NODISCARD int store_user_set_enabled(struct store *s, const char *name, bool enabled);
+
+struct store_user_info {
+	const char *name;
+	bool enabled;
+	int64_t created; /* Unix seconds */
+};
+
+typedef void store_user_fn(const struct store_user_info *info, void *ctx);
+
+/* Call fn for every user, ordered by name. The info is valid during the call only. */
+NODISCARD int store_user_list(struct store *s, store_user_fn *fn, void *ctx);
+
+/* ---- settings (key/value) ---- */
+
+/* Read a setting into buf (NUL-terminated). ST_ENOTFOUND when unset, ST_ETOOBIG when it does
+ * not fit. */
+NODISCARD int store_setting_get(struct store *s, const char *key, char *buf, size_t size);
+
+/* Insert or replace a setting. */
+NODISCARD int store_setting_set(struct store *s, const char *key, const char *value);
+
+/* ---- snapshots ---- */
+
+/*
+ * Build a new immutable snapshot of everything the daemon's workers need (users, ...).
+ * Reads in one transaction; allocates; returns it with one reference held by the caller.
+ */
+NODISCARD int store_snapshot_build(struct store *s, struct snapshot **out);
+
+#endif
