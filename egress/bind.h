@@ -1,0 +1,31 @@
+/*
+ * egress/bind.h - the outgoing socket: created, bound to a source address, connected.
+ *
+ * The daemon fails closed: when a source address is given and binding to it fails, the call fails;
+ * it never falls back to the system's default address (redis' anet.c does; we do not).
+ */
+#ifndef SHROUD_EGRESS_BIND_H
+#define SHROUD_EGRESS_BIND_H
+
+#include "base/addr.h"
+#include "base/compiler.h"
+
+/*
+ * Create a non-blocking, close-on-exec TCP socket of dst's family with TCP_NODELAY, bind it to
+ * src when src is not NULL (port 0, with IP_BIND_ADDRESS_NO_PORT so the kernel picks the port at
+ * connect time and thousands of connections per source do not exhaust ephemeral ports), and start
+ * connecting to dst.
+ *
+ * ST_OK with *fd set: the connect completed or is in progress (wait for writability, then read
+ * SO_ERROR). ST_ESYS with errno set and no descriptor left open: socket, bind or connect failed at
+ * once (EADDRNOTAVAIL from bind means src is not on this host; ENETUNREACH from connect, ...).
+ * *bind_failed tells which, so callers can blame the source address rather than the target.
+ * Never blocks, never logs.
+ */
+NODISCARD int egress_connect(const struct addr *src, const struct addr *dst, int *fd,
+			     int *bind_failed);
+
+/* The pending error of a connecting socket (SO_ERROR): 0 when connected, else an errno value. */
+int egress_connect_result(int fd);
+
+#endif

@@ -1,0 +1,777 @@
+/*
+ * socks/session.c - one client connection, from accept to close.
+ *
+ * States: GREETING -> [AUTH -> AUTH_WAIT] -> REQUEST -> [RESOLVING] -> CONNECTING -> RELAY,
+ * with FAIL_WAIT (a throttled login failure waits before it is told) and LINGER (an error reply is
+ * flushed, then the connection half-closed and drained before close, so the client reads the reply
+ * instead of a reset).
+ *
+ * Bytes from the client always land in `up` (client -> target) and bytes for the client always
+ * leave from `down` (target -> client, and our own replies). The codec parses the head of `up`, so
+ * whatever the client pipelined after its request stays there and is the first thing the target
+ * gets. Each buffer has a fixed capacity, which is the relay's backpressure: a full buffer stops
+ * reading its source.
+ *
+ * Every callback ends in session_settle(), the one place that frees a closed session or derives
+ * from the state and the buffers which watchers run.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/status.h"
+#include "crypto/pwhash.h"
+#include "egress/bind.h"
+#include "socks/proto.h"
+#include "socks/resolve.h"
+#include "socks/throttle.h"
+#include "socks/worker.h"
+#include "store/snapshot.h"
+
+#define SESSION_BUF 16384    /* bytes per direction */
+#define LINGER_TIMEOUT 2.0   /* seconds an error reply may take to leave before the close */
+
+enum session_state {
+	S_GREETING,
+	S_AUTH,
+	S_AUTH_WAIT,
+	S_FAIL_WAIT,
+	S_REQUEST,
+	S_RESOLVING,
+	S_CONNECTING,
+	S_RELAY,
+	S_LINGER,
+	S_CLOSED,
+};
+
+struct session {
+	struct worker *w;
+	struct session *prev, *next;
+	enum session_state state;
+	bool loopback_listener;
+	bool c_eof, t_eof;   /* read 0 from client / target */
+	bool c_shut, t_shut; /* shutdown(SHUT_WR) sent to client / target */
+	uint8_t method;
+	uint8_t ntargets, next_target;
+	int cfd, tfd;
+	ev_io c_read, c_write, t_read, t_write;
+	ev_timer timer;
+	double last_active; /* relay: for the idle timeout */
+	struct buf up, down;
+	struct addr client;
+	struct addr targets[RESOLVE_MAX_ADDRS];
+	uint8_t fail_rep; /* the best REP so far while trying the targets */
+	struct resolve_query *query;
+	struct auth_job *job;
+};
+
+static void session_advance(struct session *s);
+static void session_settle(struct session *s);
+
+/* ---- small helpers ----------------------------------------------------------------------------- */
+
+static bool session_buf_has_room(struct buf *b)
+{
+	return b->base == NULL || buf_room(b) > 0;
+}
+
+static int session_buf_ready(struct buf *b)
+{
+	/* Buffers are allocated when bytes first flow that way. */
+	return b->base != NULL ? ST_OK : buf_alloc(b, SESSION_BUF);
+}
+
+static void session_timer_set(struct session *s, double after)
+{
+	ev_timer_stop(s->w->loop, &s->timer);
+	ev_timer_set(&s->timer, after, 0.);
+	ev_timer_start(s->w->loop, &s->timer);
+}
+
+/* Mark closed; session_settle frees it when the current callback unwinds. */
+static void session_close(struct session *s)
+{
+	s->state = S_CLOSED;
+}
+
+/* Queue bytes for the client. Replies are tiny and `down` is empty during the handshake. */
+static void session_send(struct session *s, const uint8_t *p, size_t len)
+{
+	if (session_buf_ready(&s->down) != ST_OK || buf_append(&s->down, p, len) != ST_OK)
+		session_close(s);
+}
+
+/* Send a final reply, then linger and close. */
+static void session_fail(struct session *s, const uint8_t *p, size_t len)
+{
+	session_send(s, p, len);
+	if (s->state == S_CLOSED)
+		return;
+	s->state = S_LINGER;
+	session_timer_set(s, LINGER_TIMEOUT);
+}
+
+static void session_reply_fail(struct session *s, uint8_t rep)
+{
+	uint8_t reply[SOCKS_REPLY_MAX];
+	size_t n = socks_write_reply(reply, rep, NULL);
+
+	if (s->tfd >= 0) {
+		ev_io_stop(s->w->loop, &s->t_read);
+		ev_io_stop(s->w->loop, &s->t_write);
+		close(s->tfd);
+		s->tfd = -1;
+	}
+	session_fail(s, reply, n);
+}
+
+/* RFC 1928 §6 reply codes for connect(2) errors. */
+static uint8_t session_rep_from_errno(int err)
+{
+	switch (err) {
+	case ECONNREFUSED:
+		return SOCKS_REP_REFUSED;
+	case ENETUNREACH:
+	case ENETDOWN:
+		return SOCKS_REP_NET_UNREACHABLE;
+	case EHOSTUNREACH:
+	case EHOSTDOWN:
+		return SOCKS_REP_HOST_UNREACHABLE;
+	case ETIMEDOUT:
+		return SOCKS_REP_TTL_EXPIRED;
+	case EACCES:
+	case EPERM:
+		return SOCKS_REP_NOT_ALLOWED;
+	default:
+		return SOCKS_REP_GENERAL_FAILURE;
+	}
+}
+
+/* ---- connecting ------------------------------------------------------------------------------- */
+
+/* Try the remaining target addresses in order until one connects or is in progress. */
+static void session_connect_next(struct session *s)
+{
+	while (s->next_target < s->ntargets) {
+		const struct addr *dst = &s->targets[s->next_target++];
+		int fd, bind_failed;
+
+		if (server_target_denied(s->w->srv, dst)) {
+			/* Checked on the resolved address itself: a name cannot smuggle it in. */
+			log_debug("destination refused: internal or one of our own addresses");
+			s->fail_rep = SOCKS_REP_NOT_ALLOWED;
+			continue;
+		}
+		if (egress_connect(NULL, dst, &fd, &bind_failed) == ST_OK) {
+			s->tfd = fd;
+			s->state = S_CONNECTING;
+			ev_io_set(&s->t_read, fd, EV_READ);
+			ev_io_set(&s->t_write, fd, EV_WRITE);
+			return;
+		}
+		s->fail_rep = session_rep_from_errno(errno);
+		log_debug("connect failed at once: %s", strerror(errno));
+	}
+	session_reply_fail(s, s->fail_rep);
+}
+
+static void session_connected(struct session *s)
+{
+	uint8_t reply[SOCKS_REPLY_MAX];
+	struct addr bnd;
+	size_t n;
+
+	bnd.len = sizeof(bnd.u);
+	if (getsockname(s->tfd, &bnd.u.sa, &bnd.len) < 0) {
+		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
+		return;
+	}
+	/* RFC 1928 §6: BND.ADDR/BND.PORT are the address the server assigned to connect. */
+	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &bnd);
+	session_send(s, reply, n);
+	if (s->state == S_CLOSED)
+		return;
+	s->state = S_RELAY;
+	s->last_active = ev_now(s->w->loop);
+	session_timer_set(s, s->w->srv->cfg.idle_timeout);
+}
+
+static void session_resolved(void *arg, int status, const struct addr *addrs, size_t n)
+{
+	struct session *s = arg;
+
+	s->query = NULL;
+	if (status != ST_OK) {
+		log_debug("resolution failed: %s", status_str(status));
+		session_reply_fail(s, SOCKS_REP_HOST_UNREACHABLE);
+	} else {
+		s->ntargets = (uint8_t)MIN(n, (size_t)RESOLVE_MAX_ADDRS);
+		memcpy(s->targets, addrs, s->ntargets * sizeof(*addrs));
+		s->next_target = 0;
+		session_connect_next(s);
+	}
+	session_settle(s);
+}
+
+static void session_request(struct session *s, const struct socks_request *req)
+{
+	const struct socks_target *dst = &req->dst;
+
+	if (req->cmd != SOCKS_CMD_CONNECT) {
+		/* BIND and UDP ASSOCIATE have their own issue; until then, say so per RFC 1928. */
+		session_reply_fail(s, SOCKS_REP_CMD_UNSUPPORTED);
+		return;
+	}
+	session_timer_set(s, s->w->srv->cfg.connect_timeout);
+	s->fail_rep = SOCKS_REP_GENERAL_FAILURE;
+	s->next_target = 0;
+	switch (dst->atyp) {
+	case SOCKS_ATYP_IPV4:
+		addr_from_ipv4(&s->targets[0], dst->u.ipv4, dst->port);
+		s->ntargets = 1;
+		break;
+	case SOCKS_ATYP_IPV6:
+		addr_from_ipv6(&s->targets[0], dst->u.ipv6, dst->port);
+		s->ntargets = 1;
+		break;
+	default: {
+		struct resolve_query *q;
+		int rc;
+
+		log_debug("resolving %s", dst->u.domain.name);
+		s->state = S_RESOLVING;
+		rc = resolver_query(s->w->resolver, dst->u.domain.name, dst->port, session_resolved, s,
+				    &q);
+		if (rc != ST_OK)
+			session_reply_fail(s, rc == ST_EINVAL ? SOCKS_REP_HOST_UNREACHABLE
+							      : SOCKS_REP_GENERAL_FAILURE);
+		else if (q != NULL)
+			s->query = q;
+		/* else: answered at once, and session_resolved already moved on. */
+		return;
+	}
+	}
+	session_connect_next(s);
+}
+
+/* ---- authentication --------------------------------------------------------------------------- */
+
+static void session_auth_ok(struct session *s)
+{
+	uint8_t reply[2];
+
+	socks_write_auth_status(reply, SOCKS_AUTH_SUCCESS);
+	session_send(s, reply, sizeof(reply));
+	if (s->state != S_CLOSED)
+		s->state = S_REQUEST;
+}
+
+static void session_auth_fail(struct session *s)
+{
+	struct server *srv = s->w->srv;
+	double delay = throttle_fail(srv->throttle, &s->client, ev_now(s->w->loop));
+
+	uint8_t reply[2];
+
+	if (delay > 0) {
+		/* Repeated failures from this address: make guessing slow. */
+		s->state = S_FAIL_WAIT;
+		session_timer_set(s, delay);
+		return;
+	}
+	socks_write_auth_status(reply, SOCKS_AUTH_FAILURE);
+	session_fail(s, reply, sizeof(reply));
+}
+
+/* Verify off the loop. A decoy job (unknown or disabled user) costs the same and always fails. */
+static void session_auth_submit(struct session *s, const char *hash, bool decoy,
+				const struct socks_auth *a)
+{
+	struct auth_job *job = auth_job_new(&s->w->sink);
+	uint8_t reply[2];
+
+	if (job == NULL) {
+		session_auth_fail(s);
+		return;
+	}
+	memcpy(job->user, a->user, (size_t)a->ulen + 1);
+	memcpy(job->hash, hash, sizeof(job->hash));
+	memcpy(job->pass, a->pass, (size_t)a->plen + 1);
+	job->plen = a->plen;
+	job->decoy = decoy;
+	job->owner = s;
+	if (auth_pool_submit(s->w->srv->auth, job) != ST_OK) {
+		/* Every verifier busy and the queue full: an overload, not a wrong password. */
+		log_warn("password verification queue full");
+		auth_job_free(job);
+		socks_write_auth_status(reply, SOCKS_AUTH_FAILURE);
+		session_fail(s, reply, sizeof(reply));
+		return;
+	}
+	s->job = job;
+	s->state = S_AUTH_WAIT;
+}
+
+static void session_auth(struct session *s, const struct socks_auth *a)
+{
+	struct worker *w = s->w;
+	struct server *srv = w->srv;
+	const struct snapshot_user *u;
+	double now = ev_now(w->loop);
+
+	if (w->snap->nusers == 0) {
+		/* No user exists and no-auth is allowed here (checked at the method choice): the
+		 * credentials cannot be checked against anything, so they are not. */
+		session_auth_ok(s);
+		return;
+	}
+	/* A NUL inside the name or password (lengths are authoritative) can match nothing. */
+	if (strlen(a->user) != a->ulen || strlen(a->pass) != a->plen) {
+		session_auth_fail(s);
+		return;
+	}
+	u = snapshot_user_find(w->snap, a->user);
+	if (u != NULL && !u->enabled)
+		u = NULL;
+	if (u != NULL && pwhash_cache_check(w->cache, u->name, a->pass, a->plen, u->hash, now)) {
+		session_auth_ok(s);
+		return;
+	}
+	if (throttle_blocked(srv->throttle, &s->client, now)) {
+		log_debug("login from a throttled address refused without hashing");
+		session_auth_fail(s);
+		return;
+	}
+	/* Unknown users cost a hash too, so response times do not tell which names exist. */
+	session_auth_submit(s, u != NULL ? u->hash : srv->dummy_hash, u == NULL, a);
+}
+
+void session_auth_done(struct worker *w, struct auth_job *job)
+{
+	struct session *s = job->owner;
+
+	if (s == NULL) {
+		auth_job_free(job); /* the session closed while we were hashing */
+		return;
+	}
+	s->job = NULL;
+	if (job->result == ST_OK) {
+		/* Remember the success under a keyed hash: the next connection skips Argon2id. */
+		pwhash_cache_put(w->cache, job->user, job->pass, job->plen, job->hash, ev_now(w->loop));
+		session_auth_ok(s);
+	} else {
+		session_auth_fail(s);
+	}
+	auth_job_free(job);
+	session_advance(s);
+	session_settle(s);
+}
+
+/* ---- the handshake ---------------------------------------------------------------------------- */
+
+/* RFC 1928 §3: choose a method. Username/password whenever users exist and the client offers it
+ * (the username may carry parameters); no authentication only where allowed. */
+static uint8_t session_choose_method(const struct session *s, const struct socks_greeting *g)
+{
+	const struct server *srv = s->w->srv;
+	bool users = s->w->snap->nusers > 0;
+	bool allow_none = srv->cfg.no_auth || (!users && s->loopback_listener);
+
+	if (g->offers_userpass && users)
+		return SOCKS_METHOD_USERPASS;
+	if (g->offers_none && allow_none)
+		return SOCKS_METHOD_NONE;
+	if (g->offers_userpass && allow_none)
+		return SOCKS_METHOD_USERPASS; /* any credentials: there is nothing to check them against */
+	return SOCKS_METHOD_UNACCEPTABLE;
+}
+
+/* Parse whatever complete messages sit at the head of `up`, as far as the state allows. */
+static void session_advance(struct session *s)
+{
+	for (;;) {
+		const uint8_t *p = buf_data(&s->up);
+		size_t len = buf_len(&s->up);
+		int n;
+
+		switch (s->state) {
+		case S_GREETING: {
+			struct socks_greeting g;
+			uint8_t reply[2];
+
+			n = socks_parse_greeting(p, len, &g);
+			if (n == ST_NEED_MORE)
+				return;
+			if (n < 0) {
+				/* Not SOCKS5: there is no reply a SOCKS4 or HTTP client would read. */
+				log_debug("bad greeting: %s", status_str(n));
+				session_close(s);
+				return;
+			}
+			buf_consume(&s->up, (size_t)n);
+			s->method = session_choose_method(s, &g);
+			socks_write_method(reply, s->method);
+			if (s->method == SOCKS_METHOD_UNACCEPTABLE) {
+				session_fail(s, reply, sizeof(reply));
+				return;
+			}
+			session_send(s, reply, sizeof(reply));
+			if (s->state == S_CLOSED)
+				return;
+			s->state = s->method == SOCKS_METHOD_USERPASS ? S_AUTH : S_REQUEST;
+			break;
+		}
+		case S_AUTH: {
+			struct socks_auth a;
+
+			n = socks_parse_auth(p, len, &a);
+			if (n == ST_NEED_MORE)
+				return;
+			if (n < 0) {
+				uint8_t reply[2];
+
+				log_debug("bad credentials message: %s", status_str(n));
+				socks_write_auth_status(reply, SOCKS_AUTH_FAILURE);
+				session_fail(s, reply, sizeof(reply));
+				return;
+			}
+			buf_consume(&s->up, (size_t)n);
+			session_auth(s, &a);
+			explicit_bzero(&a, sizeof(a));
+			break;
+		}
+		case S_REQUEST: {
+			struct socks_request req;
+
+			n = socks_parse_request(p, len, &req);
+			if (n == ST_NEED_MORE)
+				return;
+			if (n < 0) {
+				log_debug("bad request: %s", status_str(n));
+				session_reply_fail(s, socks_request_error_rep(n));
+				return;
+			}
+			buf_consume(&s->up, (size_t)n);
+			session_request(s, &req);
+			break;
+		}
+		default:
+			/* Waiting for a thread, the resolver or the target, or relaying. */
+			return;
+		}
+	}
+}
+
+/* ---- I/O --------------------------------------------------------------------------------------- */
+
+/* Read from fd into b. Returns bytes read, 0 at EOF, -1 with nothing to read now, -2 on error. */
+static ssize_t session_read(int fd, struct buf *b)
+{
+	ssize_t n;
+
+	if (session_buf_ready(b) != ST_OK)
+		return -2;
+	n = read(fd, buf_space(b), buf_room(b));
+	if (n > 0) {
+		buf_produce(b, (size_t)n);
+		return n;
+	}
+	if (n == 0)
+		return 0;
+	return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : -2;
+}
+
+/* Write as much of b to fd as the socket takes. false on a write error. */
+static bool session_write(int fd, struct buf *b)
+{
+	while (!buf_empty(b)) {
+		ssize_t n = write(fd, buf_data(b), buf_len(b));
+
+		if (n > 0) {
+			buf_consume(b, (size_t)n);
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return false;
+	}
+	return true;
+}
+
+/* Push pending bytes both ways and pass on half-closes once a direction is drained. */
+static void session_flush(struct session *s)
+{
+	if (s->state == S_CLOSED)
+		return;
+	if (!session_write(s->cfd, &s->down)) {
+		session_close(s);
+		return;
+	}
+	if (s->state == S_LINGER) {
+		if (buf_empty(&s->down) && !s->c_shut) {
+			/* The reply is out: tell the client we are done, then drain what it still
+			 * sends, so the close does not turn into a reset that eats the reply. */
+			shutdown(s->cfd, SHUT_WR);
+			s->c_shut = true;
+		}
+		return;
+	}
+	if (s->state != S_RELAY)
+		return;
+	if (!session_write(s->tfd, &s->up)) {
+		session_close(s);
+		return;
+	}
+	if (s->c_eof && buf_empty(&s->up) && !s->t_shut) {
+		shutdown(s->tfd, SHUT_WR); /* the client's FIN reaches the target */
+		s->t_shut = true;
+	}
+	if (s->t_eof && buf_empty(&s->down) && !s->c_shut) {
+		shutdown(s->cfd, SHUT_WR);
+		s->c_shut = true;
+	}
+	if (s->t_shut && s->c_shut)
+		session_close(s); /* both directions finished */
+}
+
+static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct session *s = container_of(io, struct session, c_read);
+	ssize_t n;
+
+	UNUSED(loop);
+	UNUSED(revents);
+	if (s->state == S_LINGER) {
+		/* Drain and drop until the client closes or the linger timer ends it. */
+		uint8_t sink[4096];
+
+		n = read(s->cfd, sink, sizeof(sink));
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			session_close(s);
+		session_settle(s);
+		return;
+	}
+	n = session_read(s->cfd, &s->up);
+	if (n == 0) {
+		s->c_eof = true;
+		if (s->state != S_RELAY)
+			session_close(s); /* gone before the relay started: nothing to pass on */
+	} else if (n == -2) {
+		session_close(s);
+	} else if (n > 0) {
+		s->last_active = ev_now(s->w->loop);
+		session_advance(s);
+	}
+	session_flush(s);
+	session_settle(s);
+}
+
+static void session_client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct session *s = container_of(io, struct session, c_write);
+
+	UNUSED(loop);
+	UNUSED(revents);
+	s->last_active = ev_now(s->w->loop);
+	session_flush(s);
+	session_settle(s);
+}
+
+static void session_target_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct session *s = container_of(io, struct session, t_read);
+	ssize_t n;
+
+	UNUSED(loop);
+	UNUSED(revents);
+	n = session_read(s->tfd, &s->down);
+	if (n == 0)
+		s->t_eof = true;
+	else if (n == -2)
+		session_close(s);
+	else if (n > 0)
+		s->last_active = ev_now(s->w->loop);
+	session_flush(s);
+	session_settle(s);
+}
+
+static void session_target_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct session *s = container_of(io, struct session, t_write);
+
+	UNUSED(loop);
+	UNUSED(revents);
+	if (s->state == S_CONNECTING) {
+		int err = egress_connect_result(s->tfd);
+
+		if (err == 0) {
+			session_connected(s);
+		} else {
+			log_debug("connect failed: %s", strerror(err));
+			s->fail_rep = session_rep_from_errno(err);
+			ev_io_stop(s->w->loop, &s->t_read);
+			ev_io_stop(s->w->loop, &s->t_write);
+			close(s->tfd);
+			s->tfd = -1;
+			session_connect_next(s);
+		}
+	} else {
+		s->last_active = ev_now(s->w->loop);
+	}
+	session_flush(s);
+	session_settle(s);
+}
+
+static void session_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct session *s = container_of(t, struct session, timer);
+	uint8_t reply[2];
+
+	UNUSED(revents);
+	switch (s->state) {
+	case S_RELAY: {
+		double idle = ev_now(loop) - s->last_active;
+		double limit = s->w->srv->cfg.idle_timeout;
+
+		if (idle < limit) {
+			/* Activity since the timer was set: sleep for the rest (cheaper than
+			 * re-arming the timer on every read and write). */
+			session_timer_set(s, limit - idle);
+		} else {
+			log_debug("idle timeout");
+			session_close(s);
+		}
+		break;
+	}
+	case S_RESOLVING:
+		resolve_cancel(s->query);
+		s->query = NULL;
+		log_debug("resolution timed out");
+		session_reply_fail(s, SOCKS_REP_HOST_UNREACHABLE);
+		break;
+	case S_CONNECTING:
+		log_debug("connect timed out");
+		session_reply_fail(s, SOCKS_REP_TTL_EXPIRED);
+		break;
+	case S_FAIL_WAIT:
+		socks_write_auth_status(reply, SOCKS_AUTH_FAILURE);
+		session_fail(s, reply, sizeof(reply));
+		break;
+	default:
+		/* Handshake deadline, or an error reply the client would not read: close. */
+		log_debug("deadline passed in state %d", (int)s->state);
+		session_close(s);
+		break;
+	}
+	session_flush(s);
+	session_settle(s);
+}
+
+/* ---- life cycle -------------------------------------------------------------------------------- */
+
+static void session_free(struct session *s)
+{
+	struct worker *w = s->w;
+
+	ev_io_stop(w->loop, &s->c_read);
+	ev_io_stop(w->loop, &s->c_write);
+	ev_io_stop(w->loop, &s->t_read);
+	ev_io_stop(w->loop, &s->t_write);
+	ev_timer_stop(w->loop, &s->timer);
+	if (s->query != NULL)
+		resolve_cancel(s->query);
+	if (s->job != NULL)
+		s->job->owner = NULL; /* orphaned: freed when it comes back */
+	close(s->cfd);
+	if (s->tfd >= 0)
+		close(s->tfd);
+	/* The handshake may have left credentials in the buffer. */
+	if (s->up.base != NULL)
+		explicit_bzero(s->up.base, s->up.cap);
+	buf_free(&s->up);
+	buf_free(&s->down);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	free(s);
+	worker_session_ended(w);
+}
+
+static void session_watch(struct ev_loop *loop, ev_io *io, bool want)
+{
+	if (want && !ev_is_active(io))
+		ev_io_start(loop, io);
+	else if (!want && ev_is_active(io))
+		ev_io_stop(loop, io);
+}
+
+/* The one place that decides which watchers run, from the state and the buffers. */
+static void session_settle(struct session *s)
+{
+	struct ev_loop *loop = s->w->loop;
+	bool handshake, relay, linger;
+
+	if (s->state == S_CLOSED) {
+		session_free(s);
+		return;
+	}
+	handshake = s->state == S_GREETING || s->state == S_AUTH || s->state == S_REQUEST;
+	relay = s->state == S_RELAY;
+	linger = s->state == S_LINGER;
+	session_watch(loop, &s->c_read,
+		      linger || ((handshake || relay) && !s->c_eof && session_buf_has_room(&s->up)));
+	session_watch(loop, &s->c_write, !buf_empty(&s->down));
+	if (s->tfd >= 0) {
+		session_watch(loop, &s->t_read,
+			      relay && !s->t_eof && session_buf_has_room(&s->down));
+		session_watch(loop, &s->t_write,
+			      s->state == S_CONNECTING || (relay && !buf_empty(&s->up)));
+	}
+}
+
+int session_start(struct worker *w, struct listener *l, int fd, const struct addr *peer)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	int one = 1;
+
+	if (s == NULL) {
+		close(fd);
+		return ST_ENOMEM;
+	}
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->w = w;
+	s->cfd = fd;
+	s->tfd = -1;
+	s->state = S_GREETING;
+	s->loopback_listener = l->loopback;
+	s->client = *peer;
+	ev_io_init(&s->c_read, session_client_read_cb, fd, EV_READ);
+	ev_io_init(&s->c_write, session_client_write_cb, fd, EV_WRITE);
+	ev_io_init(&s->t_read, session_target_read_cb, -1, EV_READ);
+	ev_io_init(&s->t_write, session_target_write_cb, -1, EV_WRITE);
+	ev_timer_init(&s->timer, session_timer_cb, w->srv->cfg.handshake_timeout, 0.);
+	ev_timer_start(w->loop, &s->timer);
+	s->next = w->sessions;
+	if (w->sessions != NULL)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	session_settle(s);
+	return ST_OK;
+}
+
+void session_abort(struct session *s)
+{
+	session_close(s);
+	session_settle(s);
+}
