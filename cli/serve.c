@@ -1,0 +1,235 @@
+/* cli/serve.c - `shroud serve`: parse the flags, open the database, run the daemon. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/status.h"
+#include "cli/cli.h"
+#include "socks/server.h"
+#include "store/store.h"
+
+static void serve_usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s serve [OPTIONS]\n\n"
+		"Run the SOCKS5 proxy in the foreground. Prints one line on stdout once listening.\n\n"
+		"  --db PATH               database (default $SHROUD_DB, else ./shroud.db); created\n"
+		"                          mode 0600 if missing; refused if group or others may read it\n"
+		"  --listen ADDR:PORT      SOCKS5 listener, repeatable: 127.0.0.1:1080, [::1]:1080;\n"
+		"                          port 0 picks a free port (default 127.0.0.1:1080)\n"
+		"  --no-auth               accept clients without a password, even when users exist or\n"
+		"                          a listener is not on loopback (an open proxy: be sure)\n"
+		"  --allow-private         let clients reach loopback, private, link-local and this\n"
+		"                          host's addresses even when a listener is not on loopback\n"
+		"  --deny-private          refuse those destinations even on a loopback-only proxy\n"
+		"                          (default: refused as soon as any listener is not on loopback)\n"
+		"  --workers N             event loops, one thread each (default: one per core)\n"
+		"  --max-conns N           open client connections at most (default 10000)\n"
+		"  --handshake-timeout S   seconds from accept to a complete request (default 10)\n"
+		"  --connect-timeout S     seconds to resolve and connect to the target (default 10)\n"
+		"  --idle-timeout S        seconds a relay may pass without a byte (default 300)\n"
+		"  --grace S               on SIGINT/SIGTERM, seconds open connections may finish (10)\n"
+		"  --log-level LEVEL       error, warn, info or debug (default info; only debug names\n"
+		"                          destinations)\n"
+		"  --help                  this text\n",
+		cli_progname);
+}
+
+/* Parse a positive number of seconds into *out; false (and a message) otherwise. */
+static bool parse_seconds(const char *flag, const char *text, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(text, &end);
+	if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v <= 0 || v > 86400 * 7) {
+		cli_error("%s: '%s' is not a number of seconds between 0 and 604800", flag, text);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool parse_count(const char *flag, const char *text, unsigned min, unsigned max,
+			unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max) {
+		cli_error("%s: '%s' is not a whole number from %u to %u", flag, text, min, max);
+		return false;
+	}
+	*out = (unsigned)v;
+	return true;
+}
+
+enum {
+	OPT_DB = 256,
+	OPT_LISTEN,
+	OPT_NO_AUTH,
+	OPT_ALLOW_PRIVATE,
+	OPT_DENY_PRIVATE,
+	OPT_WORKERS,
+	OPT_MAX_CONNS,
+	OPT_HANDSHAKE,
+	OPT_CONNECT,
+	OPT_IDLE,
+	OPT_GRACE,
+	OPT_LOG_LEVEL,
+	OPT_HELP,
+};
+
+static const struct option serve_options[] = {
+	{ "db", required_argument, NULL, OPT_DB },
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "no-auth", no_argument, NULL, OPT_NO_AUTH },
+	{ "allow-private", no_argument, NULL, OPT_ALLOW_PRIVATE },
+	{ "deny-private", no_argument, NULL, OPT_DENY_PRIVATE },
+	{ "workers", required_argument, NULL, OPT_WORKERS },
+	{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE },
+	{ "connect-timeout", required_argument, NULL, OPT_CONNECT },
+	{ "idle-timeout", required_argument, NULL, OPT_IDLE },
+	{ "grace", required_argument, NULL, OPT_GRACE },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+int cmd_serve(int argc, char **argv)
+{
+	struct server_config cfg;
+	const char *db_flag = NULL;
+	const char *path, *why = NULL;
+	struct store *store;
+	struct server *srv;
+	const struct addr *bound;
+	size_t nbound;
+	int opt, rc;
+
+	server_config_defaults(&cfg);
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "", serve_options, NULL)) != -1) {
+		switch (opt) {
+		case OPT_DB:
+			db_flag = optarg;
+			break;
+		case OPT_LISTEN:
+			if (cfg.nlisten == SERVER_LISTEN_MAX) {
+				cli_error("--listen: at most %d listeners", SERVER_LISTEN_MAX);
+				return CLI_USAGE;
+			}
+			if (addr_parse_hostport(optarg, &cfg.listen[cfg.nlisten]) != ST_OK) {
+				cli_error("--listen: '%s' is not ADDR:PORT (IPv4 like 127.0.0.1:1080, "
+					  "IPv6 like [::1]:1080)",
+					  optarg);
+				return CLI_USAGE;
+			}
+			cfg.nlisten++;
+			break;
+		case OPT_NO_AUTH:
+			cfg.no_auth = true;
+			break;
+		case OPT_ALLOW_PRIVATE:
+		case OPT_DENY_PRIVATE:
+			if (cfg.private_targets != SERVER_PRIVATE_AUTO) {
+				cli_error("--allow-private and --deny-private: one of them, once");
+				return CLI_USAGE;
+			}
+			cfg.private_targets = opt == OPT_ALLOW_PRIVATE ? SERVER_PRIVATE_ALLOW
+								       : SERVER_PRIVATE_DENY;
+			break;
+		case OPT_WORKERS:
+			if (!parse_count("--workers", optarg, 1, 256, &cfg.workers))
+				return CLI_USAGE;
+			break;
+		case OPT_MAX_CONNS:
+			if (!parse_count("--max-conns", optarg, 1, 10000000, &cfg.max_conns))
+				return CLI_USAGE;
+			break;
+		case OPT_HANDSHAKE:
+			if (!parse_seconds("--handshake-timeout", optarg, &cfg.handshake_timeout))
+				return CLI_USAGE;
+			break;
+		case OPT_CONNECT:
+			if (!parse_seconds("--connect-timeout", optarg, &cfg.connect_timeout))
+				return CLI_USAGE;
+			break;
+		case OPT_IDLE:
+			if (!parse_seconds("--idle-timeout", optarg, &cfg.idle_timeout))
+				return CLI_USAGE;
+			break;
+		case OPT_GRACE:
+			if (!parse_seconds("--grace", optarg, &cfg.grace))
+				return CLI_USAGE;
+			break;
+		case OPT_LOG_LEVEL:
+			if (log_level_parse(optarg, &log_threshold) != ST_OK) {
+				cli_error("--log-level: '%s' is not error, warn, info or debug", optarg);
+				return CLI_USAGE;
+			}
+			break;
+		case OPT_HELP:
+			serve_usage(stdout);
+			return CLI_OK;
+		default:
+			cli_error("serve: unknown or incomplete option '%s' (see 'shroud serve --help')",
+				  argv[optind - 1]);
+			return CLI_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_error("serve: unexpected argument '%s'", argv[optind]);
+		return CLI_USAGE;
+	}
+	if (cfg.nlisten == 0) {
+		rc = addr_parse_hostport("127.0.0.1:1080", &cfg.listen[0]);
+		if (rc != ST_OK)
+			return CLI_FAIL;
+		cfg.nlisten = 1;
+	}
+
+	path = cli_db_path(db_flag);
+	store = cli_store_open(path, true, true);
+	if (store == NULL)
+		return CLI_FAIL;
+	/* A peer that vanishes must be an EPIPE from write(2), not a dead daemon. */
+	signal(SIGPIPE, SIG_IGN);
+	rc = server_new(&cfg, store, &srv, &why);
+	if (rc != ST_OK) {
+		store_close(store);
+		cli_error("%s", why != NULL ? why : status_str(rc));
+		return CLI_FAIL;
+	}
+
+	/* The one banner line; tests and scripts wait for it as the readiness signal. */
+	bound = server_bound(srv, &nbound);
+	printf("shroud: listening on");
+	for (size_t i = 0; i < nbound; i++) {
+		char text[ADDR_STRLEN];
+
+		printf(" %s", addr_format(&bound[i], text, sizeof(text)));
+	}
+	printf("; database %s; auth %s; workers %u; private destinations %s; egress system default "
+	       "address\n",
+	       path, server_auth_mode(srv), server_workers(srv),
+	       server_denies_internal(srv) ? "refused" : "allowed");
+	fflush(stdout);
+
+	rc = server_run(srv);
+	server_free(srv);
+	if (rc != ST_OK) {
+		cli_error("serve: %s", status_str(rc));
+		return CLI_FAIL;
+	}
+	return CLI_OK;
+}
