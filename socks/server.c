@@ -610,6 +610,18 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 			goto fail;
 		}
 	}
+	/* Signals are caught from here on: the caller prints its readiness line after this returns,
+	 * and a SIGTERM that follows it at once must drain, not kill. */
+	srv->loop = ev_default_loop(EVFLAG_AUTO);
+	if (srv->loop == NULL) {
+		rc = ST_ENOMEM;
+		goto fail;
+	}
+	ev_signal_init(&srv->sigint, server_signal_cb, SIGINT);
+	ev_signal_init(&srv->sigterm, server_signal_cb, SIGTERM);
+	srv->sigint.data = srv->sigterm.data = srv;
+	ev_signal_start(srv->loop, &srv->sigint);
+	ev_signal_start(srv->loop, &srv->sigterm);
 	srv->users_at_start = snap->nusers;
 	server_publish(srv, snap);
 	snapshot_unref(snap);
@@ -650,12 +662,6 @@ int server_run(struct server *srv)
 
 	if (auth_pool_new(srv->nworkers > 1 ? 2 : 1, AUTH_QUEUE_MAX, &srv->auth) != ST_OK)
 		return ST_ESYS;
-	srv->loop = ev_default_loop(EVFLAG_AUTO);
-	ev_signal_init(&srv->sigint, server_signal_cb, SIGINT);
-	ev_signal_init(&srv->sigterm, server_signal_cb, SIGTERM);
-	srv->sigint.data = srv->sigterm.data = srv;
-	ev_signal_start(srv->loop, &srv->sigint);
-	ev_signal_start(srv->loop, &srv->sigterm);
 	ev_timer_init(&srv->poll, server_poll_cb, POLL_INTERVAL, POLL_INTERVAL);
 	ev_timer_start(srv->loop, &srv->poll);
 	ev_timer_init(&srv->grace_timer, server_grace_cb, 0., 0.);
@@ -686,8 +692,6 @@ int server_run(struct server *srv)
 		ev_run(srv->loop, 0);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(srv->workers[i].thread, NULL);
-	ev_signal_stop(srv->loop, &srv->sigint);
-	ev_signal_stop(srv->loop, &srv->sigterm);
 	ev_timer_stop(srv->loop, &srv->poll);
 	ev_timer_stop(srv->loop, &srv->grace_timer);
 	ev_async_stop(srv->loop, &srv->worker_exit);
@@ -700,6 +704,10 @@ void server_free(struct server *srv)
 		return;
 	/* Verifier threads first: a job they finish lands in a worker's sink, which must exist. */
 	auth_pool_free(srv->auth);
+	if (srv->loop != NULL) {
+		ev_signal_stop(srv->loop, &srv->sigint);
+		ev_signal_stop(srv->loop, &srv->sigterm);
+	}
 	for (unsigned i = 0; srv->workers != NULL && i < srv->nworkers; i++)
 		worker_destroy(&srv->workers[i]);
 	free(srv->workers);
