@@ -1,0 +1,1156 @@
+"""Shared harness for shroud's end-to-end tests (Python stdlib only).
+
+What is here, and what each piece guarantees:
+- main(): the runner every tests/e2e/test_*.py calls. `--binary PATH` is required. It runs the file's
+  unittest cases, prints the daemon logs of any failed test, and ends with the line `N passed, N failed`;
+  the exit status is 0 only if nothing failed. A watchdog kills every daemon we started (by PID) and exits
+  non-zero if a file overruns its time budget, so a hang never outlives CTest's timeout silently.
+- Daemon: `shroud serve` in its own temporary directory with its own database; readiness is the one
+  banner line on stdout (bounded wait, never a sleep); stderr goes to a log file; stop() sends SIGTERM and
+  asserts exit code 0 within the grace period (SIGKILL by PID only as a last resort, and that is a failure).
+- cli()/add_user(): the `shroud user ...` commands against a given database.
+- Targets on loopback: an echo server that first reports the source address it saw (`SRC ip port\\n`)
+  then echoes and closes its side after EOF; a sink that answers the SHA-256 of what it received; a
+  source that sends deterministic bytes; an HTTP server with a known body.
+- A raw SOCKS5 client: byte builders for greeting / RFC 1929 credentials / request, reply readers that
+  read exactly the bytes of one message, and helpers that read exactly n bytes with a deadline.
+Only loopback addresses are ever used.
+"""
+import argparse
+import hashlib
+import http.server
+import ipaddress
+import os
+import queue
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import unittest
+
+BINARY = None            # set by main() from --binary
+BANNER_TIMEOUT = 20.0    # seconds to wait for the readiness line
+CLI_TIMEOUT = 60.0       # seconds any one CLI command may take
+FILE_BUDGET = 240.0      # watchdog for a whole test file (CTest kills at 300 s)
+IO_TIMEOUT = 10.0        # default bound for one socket read
+DEFAULT_GRACE = 10.0     # the daemon's documented default --grace
+
+_ROOT_TMP = None         # per-file temporary root, removed when everything passed
+_DAEMONS = []            # every Daemon ever started by this process, in order
+_DAEMONS_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------------------------
+# small utilities
+
+
+def utc_now():
+    """Wall-clock time in the daemon's log format, to line test events up with its log."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+def log(msg):
+    """Progress/diagnostic line on stdout (kept in CTest's output), with a UTC timestamp."""
+    sys.stdout.write("    # %s %s\n" % (utc_now()[11:], msg))
+    sys.stdout.flush()
+
+
+def deadline_loop(timeout, step=0.05):
+    """Yield elapsed seconds until `timeout` passes; sleeps `step` between iterations.
+    Used only for bounded polling of a condition that has no event to wait on."""
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed > timeout:
+            return
+        yield elapsed
+        time.sleep(step)
+
+
+def tmp_root():
+    global _ROOT_TMP
+    if _ROOT_TMP is None:
+        name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+        _ROOT_TMP = tempfile.mkdtemp(prefix="shroud-e2e-%s-" % name)
+    return _ROOT_TMP
+
+
+def new_workdir(tag="t"):
+    return tempfile.mkdtemp(prefix=tag + "-", dir=tmp_root())
+
+
+def clean_env(extra=None):
+    """The environment for child processes: no proxy variables (curl honours NO_PROXY even for
+    --socks5), no SHROUD_DB unless asked, sanitizer reports with stack traces."""
+    env = dict(os.environ)
+    for k in list(env):
+        if k.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy") \
+                or k == "SHROUD_DB":
+            del env[k]
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def free_port(host="127.0.0.1"):
+    """A loopback port nothing listens on (bound, noted, closed): a connect there is refused."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def proc_stat_cpu(pid):
+    """utime + stime of a whole process (all threads), in seconds, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        data = f.read()
+    fields = data[data.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15 (proc(5)).
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_fd_count(pid):
+    """Open descriptors of a process, from /proc/PID/fd."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_rss_kib(pid):
+    """VmRSS of a process in KiB, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
+
+
+# --------------------------------------------------------------------------------------------
+# the daemon
+
+
+def parse_hostport(text):
+    """'127.0.0.1:41235' or '[::1]:41236' -> (host, port)."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", text)
+    if m is None:
+        m = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):(\d+)", text)
+    if m is None:
+        raise AssertionError("cannot parse a listening address from %r" % text)
+    host, port = m.group(1), int(m.group(2))
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise AssertionError("bad port in %r" % text)
+    return host, port
+
+
+def parse_banner(line):
+    """Parse the readiness line. Returns dict(listen=[(host, port)...], fields={key: value}).
+    The addresses are the text between 'listening on ' and the first ';'."""
+    prefix = "shroud: listening on "
+    if not line.startswith(prefix) or ";" not in line:
+        raise AssertionError("readiness line does not match the contract: %r" % line)
+    rest = line[len(prefix):]
+    addrs_text, tail = rest.split(";", 1)
+    listen = [parse_hostport(a) for a in addrs_text.split()]
+    if not listen:
+        raise AssertionError("no listening address in %r" % line)
+    fields = {}
+    for part in tail.split(";"):
+        part = part.strip()
+        if part:
+            key, _, value = part.partition(" ")
+            fields[key] = value
+    return {"listen": listen, "fields": fields, "line": line}
+
+
+class DaemonError(AssertionError):
+    pass
+
+
+class Daemon:
+    """One `shroud serve` process. Use start(); stop() asserts a clean exit."""
+
+    def __init__(self, workdir=None, db=None, listen=("127.0.0.1:0",), args=(), env=None,
+                 log_level="debug"):
+        self.workdir = workdir or new_workdir("daemon")
+        self.db = db or os.path.join(self.workdir, "shroud.db")
+        self.listen_spec = list(listen)
+        self.args = list(args)
+        self.env = env
+        self.log_level = log_level
+        self.log_path = os.path.join(self.workdir, "serve.log")
+        self.proc = None
+        self.banner = None
+        self.addrs = []
+        self.extra_stdout = b""
+        self._stdout_thread = None
+        self.exit_code = None
+        self.signalled = False
+        self.grace = DEFAULT_GRACE
+        if "--grace" in self.args:
+            self.grace = float(self.args[self.args.index("--grace") + 1])
+
+    # -- lifecycle
+
+    def command(self):
+        cmd = [BINARY, "serve", "--db", self.db]
+        for spec in self.listen_spec:
+            cmd += ["--listen", spec]
+        if self.log_level:
+            cmd += ["--log-level", self.log_level]
+        return cmd + self.args
+
+    def start(self):
+        cmd = self.command()
+        self._log_file = open(self.log_path, "ab")
+        self._log_file.write(("$ %s\n" % " ".join(cmd)).encode())
+        self._log_file.flush()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._log_file, cwd=self.workdir,
+                                     env=clean_env(self.env))
+        with _DAEMONS_LOCK:
+            _DAEMONS.append(self)
+        line, rest = self._read_banner()
+        self.extra_stdout = rest
+        info = parse_banner(line)
+        self.banner = info["line"]
+        self.addrs = info["listen"]
+        self.fields = info["fields"]
+        self._stdout_thread = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._stdout_thread.start()
+        return self
+
+    def _read_banner(self):
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        deadline = time.monotonic() + BANNER_TIMEOUT
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail_start("no readiness line within %.0f s (stdout so far: %r)"
+                                 % (BANNER_TIMEOUT, buf))
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                try:
+                    rc = self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    rc = "still running"
+                self._fail_start("stdout closed before the readiness line (exit %s, stdout %r)"
+                                 % (rc, buf))
+            buf += chunk
+        line, _, rest = buf.partition(b"\n")
+        return line.decode("utf-8", "replace"), rest
+
+    def _fail_start(self, why):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.exit_code = self.proc.returncode
+        raise DaemonError("%s\n--- %s ---\n%s" % (why, self.log_path, self.log_tail()))
+
+    def _drain_stdout(self):
+        fd = self.proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.extra_stdout += chunk
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        """Signal the daemon; after this, stop() accepts that it may already have exited."""
+        if self.running():
+            self.signalled = signal.Signals(sig).name
+            os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout):
+        """Wait for the process to exit; returns (exit code or None on timeout, elapsed)."""
+        start = time.monotonic()
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+        return rc, time.monotonic() - start
+
+    def stop(self, sig=signal.SIGTERM, timeout=None):
+        """Send `sig` and assert the daemon exits 0 within its grace period (+5 s for ASan's exit
+        work) and wrote nothing more to stdout than the banner. Idempotent."""
+        if self.proc is None:
+            return
+        if self.exit_code is not None:
+            return
+        if timeout is None:
+            timeout = self.grace + 5.0
+        problems = []
+        if self.proc.poll() is not None:
+            if not self.signalled:
+                problems.append("the daemon had already exited with %s before it was asked to stop"
+                                % self.proc.returncode)
+        else:
+            os.kill(self.proc.pid, sig)
+            self.signalled = signal.Signals(sig).name
+        rc, elapsed = self.wait_exit(timeout)
+        if rc is None:
+            problems.append("did not exit within %.1f s of %s; killed with SIGKILL"
+                            % (timeout, signal.Signals(sig).name))
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.exit_code = rc
+        if self._stdout_thread is not None:
+            self._stdout_thread.join(timeout=5)
+        self.proc.stdout.close()
+        self._log_file.close()
+        if rc != 0 and not problems:
+            problems.append("exit code %s after %s (want 0%s)" % (
+                rc, self.signalled, "; negative = killed by that signal" if rc < 0 else ""))
+        if self.extra_stdout.strip():
+            problems.append("stdout after the banner must be empty, got %r" % self.extra_stdout[:500])
+        if problems:
+            raise DaemonError("; ".join(problems) + "\n--- %s ---\n%s"
+                              % (self.log_path, self.log_tail()))
+        return rc, elapsed
+
+    def kill(self):
+        """Last resort, by PID."""
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    # -- observation
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def log_text(self, start=0):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return "(cannot read log: %s)" % e
+
+    def log_tail(self, start=0, lines=150):
+        text = self.log_text(start).splitlines()
+        if len(text) > lines:
+            return "\n".join(["... (%d lines skipped)" % (len(text) - lines)] + text[-lines:])
+        return "\n".join(text)
+
+    def addr(self, family=socket.AF_INET):
+        """The first bound listening address of a family: (host, port)."""
+        for host, port in self.addrs:
+            if (":" in host) == (family == socket.AF_INET6):
+                return host, port
+        raise AssertionError("no %s listener in %r" % (family.name, self.addrs))
+
+    def rss_kib(self):
+        return proc_rss_kib(self.proc.pid)
+
+    def cpu_seconds(self):
+        return proc_stat_cpu(self.proc.pid)
+
+    def fd_count(self):
+        return proc_fd_count(self.proc.pid)
+
+    def settled_fd_count(self, timeout=5.0):
+        """The descriptor count once it stops changing for 0.5 s (bounded)."""
+        last, since = self.fd_count(), time.monotonic()
+        for _ in deadline_loop(timeout, 0.1):
+            n = self.fd_count()
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since >= 0.5:
+                break
+        return last
+
+    def wait_fds_at_most(self, limit, timeout=5.0):
+        """Assert the descriptor count drops to <= limit within timeout (connections released)."""
+        n = self.fd_count()
+        for _ in deadline_loop(timeout, 0.05):
+            n = self.fd_count()
+            if n <= limit:
+                return n
+        raise AssertionError("daemon still holds %d descriptors after %.1f s (baseline %d): %s"
+                             % (n, timeout, limit, self.fd_listing()))
+
+    def fd_listing(self):
+        out = []
+        d = "/proc/%d/fd" % self.proc.pid
+        for name in sorted(os.listdir(d), key=int):
+            try:
+                out.append("%s->%s" % (name, os.readlink(os.path.join(d, name))))
+            except OSError:
+                pass
+        return " ".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI
+
+
+class CliResult:
+    def __init__(self, args, rc, out, err):
+        self.args, self.rc, self.out, self.err = args, rc, out, err
+
+    def __repr__(self):
+        return "shroud %s -> exit %s\n  stdout: %r\n  stderr: %r" % (
+            " ".join(self.args), self.rc, self.out[:2000], self.err[:2000])
+
+
+def cli(*args, input=None, env=None, cwd=None, timeout=CLI_TIMEOUT):
+    """Run `shroud ARGS...` and return a CliResult (never raises on a non-zero exit)."""
+    args = [str(a) for a in args]
+    p = subprocess.run([BINARY] + args, input=(input.encode() if isinstance(input, str) else input),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd=cwd or tmp_root(), env=clean_env(env), timeout=timeout)
+    return CliResult(args, p.returncode, p.stdout.decode("utf-8", "replace"),
+                     p.stderr.decode("utf-8", "replace"))
+
+
+def add_user(db, name, password):
+    """`shroud user add NAME --db DB --password-stdin`; asserts exit 0."""
+    r = cli("user", "add", name, "--db", db, "--password-stdin", input=password + "\n")
+    if r.rc != 0:
+        raise AssertionError("user add failed: %r" % r)
+    return r
+
+
+def list_users(db):
+    """Names from `shroud user list` (first column of each non-empty line); asserts exit 0."""
+    r = cli("user", "list", "--db", db)
+    if r.rc != 0:
+        raise AssertionError("user list failed: %r" % r)
+    return [line.split()[0] for line in r.out.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# loopback targets
+
+
+class TcpServer:
+    """A threaded TCP server on one loopback address: one thread per connection running
+    handler(conn, peer, server). Peers seen are queued in `self.accepted`."""
+
+    def __init__(self, handler, host="127.0.0.1", port=0, backlog=1024, conn_timeout=120.0):
+        self.handler = handler
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.conn_timeout = conn_timeout
+        self.accepted = queue.Queue()
+        self.done = queue.Queue()    # peers whose handler finished normally (saw the peer's EOF)
+        self.errors = []
+        self.conns = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def addr(self):
+        return self.host, self.port
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([self.sock], [], [], 0.2)
+            except (OSError, ValueError):
+                return
+            if not r:
+                continue
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(self.conn_timeout)
+            with self._lock:
+                self.conns.append(conn)
+            self.accepted.put(peer[:2])
+            threading.Thread(target=self._run, args=(conn, peer[:2]), daemon=True).start()
+
+    def _run(self, conn, peer):
+        try:
+            self.handler(conn, peer, self)
+            self.done.put(peer)
+        except Exception as e:  # recorded; a test that cares asserts on self.errors
+            self.errors.append("%s: %r" % (peer, e))
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def wait_done(self, port, timeout=10.0):
+        """Wait until the handler for the connection from source port `port` finished normally
+        (for the echo server: it saw EOF and closed its side). Other peers are skipped."""
+        deadline = time.monotonic() + timeout
+        skipped = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("the target never finished the connection from port %d "
+                                     "(finished: %r; errors: %r)" % (port, skipped, self.errors))
+            try:
+                peer = self.done.get(timeout=left)
+            except queue.Empty:
+                continue
+            if peer[1] == port:
+                return peer
+            skipped.append(peer)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        with self._lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+
+def _echo_handler(conn, peer, server):
+    # First line: the source address this target saw (nginx-tests stream_proxy_bind.t idea).
+    conn.sendall(("SRC %s %d\n" % (peer[0], peer[1])).encode())
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        conn.sendall(data)
+    # Everything was echoed and the client's FIN arrived: send ours.
+    conn.shutdown(socket.SHUT_WR)
+
+
+class EchoServer(TcpServer):
+    """Sends `SRC <ip> <port>\\n` (the peer it saw), echoes everything, closes its side after EOF.
+    Peers whose EOF was seen are queued in `self.done`."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        super().__init__(_echo_handler, host, port)
+
+
+def _sink_handler(conn, peer, server):
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        data = conn.recv(1 << 20)
+        if not data:
+            break
+        h.update(data)
+        n += len(data)
+    server.received[peer] = n
+    conn.sendall(h.digest())
+    conn.shutdown(socket.SHUT_WR)
+
+
+class SinkServer(TcpServer):
+    """Reads to EOF, then answers the 32-byte SHA-256 of everything it read and closes."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.received = {}
+        super().__init__(_sink_handler, host)
+
+
+_PATTERN = None
+
+
+def pattern_block():
+    global _PATTERN
+    if _PATTERN is None:
+        _PATTERN = memoryview(hashlib.shake_256(b"shroud-e2e-pattern").digest((1 << 20) + 8192))
+    return _PATTERN
+
+
+def pattern_chunks(total, chunk=1 << 20):
+    """Deterministic pseudo-random bytes (the same stream whatever `chunk` is), as memoryview
+    slices of at most `chunk` bytes. Each 1 MiB unit of the stream starts at a different offset of
+    a fixed block, so a dropped, duplicated or reordered unit changes the digest."""
+    block = pattern_block()
+    unit = 1 << 20
+    i = 0
+    done = 0
+    while done < total:
+        n = min(unit, total - done)
+        off = (i * 4099) % 8192
+        u = block[off:off + n]
+        for k in range(0, n, chunk):
+            yield u[k:k + chunk]
+        done += n
+        i += 1
+
+
+def pattern_digest(total):
+    h = hashlib.sha256()
+    for c in pattern_chunks(total):
+        h.update(c)
+    return h.digest()
+
+
+def _source_handler(conn, peer, server):
+    if not server.go.wait(60):
+        raise AssertionError("source was never told to start")
+    if server.sndbuf:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.sndbuf)
+    for c in pattern_chunks(server.total, 64 * 1024):
+        conn.sendall(c)
+        server.progress += len(c)
+    conn.shutdown(socket.SHUT_WR)
+    # Hold the socket until the peer closes, so nothing we sent is reset away.
+    while conn.recv(65536):
+        pass
+
+
+class SourceServer(TcpServer):
+    """Sends `total` bytes of pattern_chunks(), then closes its side and waits for the peer's EOF.
+    `progress` counts bytes handed to the kernel so far (it stalls when nobody downstream reads).
+    Sending starts when `go` is set (set by default; pass start=False to hold it)."""
+
+    def __init__(self, total, host="127.0.0.1", sndbuf=None, start=True):
+        self.total = total
+        self.go = threading.Event()
+        if start:
+            self.go.set()
+        self.sndbuf = sndbuf
+        self.progress = 0
+        super().__init__(_source_handler, host)
+
+
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind does a reverse lookup of the host (socket.getfqdn): skip it,
+        # there must be no DNS traffic from the tests themselves.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port
+
+
+class HttpServer:
+    """http.server on one loopback address serving `body` for GET /. Records the client peers."""
+
+    def __init__(self, host="127.0.0.1", port=0, body=None):
+        self.body = body if body is not None else (
+            b"shroud-e2e-body " + os.urandom(8).hex().encode() + b"\n") * 64
+        self.peers = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.peers.append(self.client_address[:2])
+                if self.path != "/":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, fmt, *args):
+                pass
+
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        cls = type("HTTPServer_%s" % fam.name, (_QuietHTTPServer,), {"address_family": fam})
+        self.server = cls((host, port), Handler)
+        self.host, self.port = self.server.server_address[:2]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def addr(self):
+        return self.host, self.port
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+def same_port_pair(factory, hosts=("127.0.0.1", "::1"), attempts=30):
+    """Start factory(host, port) on every host with one common port (so a name that resolves to
+    either family reaches the same service). Returns the list of servers."""
+    last = None
+    for _ in range(attempts):
+        first = factory(hosts[0], 0)
+        servers = [first]
+        try:
+            for h in hosts[1:]:
+                servers.append(factory(h, first.port))
+            return servers
+        except OSError as e:
+            last = e
+            for s in servers:
+                s.close()
+    raise AssertionError("could not bind %r on one common port: %r" % (hosts, last))
+
+
+# --------------------------------------------------------------------------------------------
+# raw SOCKS5 client (RFC 1928, RFC 1929)
+
+REPLY_NAMES = {
+    0x00: "succeeded", 0x01: "general failure", 0x02: "not allowed by ruleset",
+    0x03: "network unreachable", 0x04: "host unreachable", 0x05: "connection refused",
+    0x06: "TTL expired", 0x07: "command not supported", 0x08: "address type not supported",
+}
+
+
+def rep_name(rep):
+    return "0x%02x (%s)" % (rep, REPLY_NAMES.get(rep, "unassigned"))
+
+
+def greeting(*methods):
+    """RFC 1928 §3: VER=05 NMETHODS METHODS..."""
+    return bytes([5, len(methods)]) + bytes(methods)
+
+
+def userpass(user, password):
+    """RFC 1929 §2: VER=01 ULEN UNAME PLEN PASSWD."""
+    u = user.encode() if isinstance(user, str) else user
+    p = password.encode() if isinstance(password, str) else password
+    return bytes([1, len(u)]) + u + bytes([len(p)]) + p
+
+
+def encode_target(host, port):
+    """RFC 1928 §4: ATYP DST.ADDR DST.PORT; IP literals as ATYP 01/04, anything else a domain (03)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.encode()
+        return bytes([3, len(name)]) + name + struct.pack("!H", port)
+    if ip.version == 4:
+        return b"\x01" + ip.packed + struct.pack("!H", port)
+    return b"\x04" + ip.packed + struct.pack("!H", port)
+
+
+def request(cmd, host, port):
+    """RFC 1928 §4: VER=05 CMD RSV=00 ATYP DST.ADDR DST.PORT."""
+    return bytes([5, cmd, 0]) + encode_target(host, port)
+
+
+def connect_request(host, port):
+    return request(1, host, port)
+
+
+def tcp_connect(addr, timeout=IO_TIMEOUT, source=None, nodelay=True, rcvbuf=None):
+    """A TCP connection to addr (host, port) with TCP_NODELAY (and SO_RCVBUF set before connect)."""
+    fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source:
+        s.bind((source, 0))
+    try:
+        s.connect(addr[:2])
+    except BaseException:
+        s.close()
+        raise
+    if nodelay:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class ShortRead(AssertionError):
+    pass
+
+
+def recv_exact(sock, n, timeout=IO_TIMEOUT, what="bytes"):
+    """Exactly n bytes, or ShortRead (EOF/reset; includes what arrived) / socket.timeout."""
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out after %.1f s waiting for %d %s (got %r)"
+                                 % (timeout, n, what, bytes(buf)))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(buf))
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            raise ShortRead("connection reset after %d of %d %s (got %r)" % (len(buf), n, what, bytes(buf)))
+        if not chunk:
+            raise ShortRead("EOF after %d of %d %s (got %r)" % (len(buf), n, what, bytes(buf)))
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_line(sock, timeout=IO_TIMEOUT, limit=256):
+    """One line ending in \\n, read byte by byte so nothing after it is consumed."""
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        if len(buf) > limit:
+            raise AssertionError("line longer than %d bytes: %r" % (limit, bytes(buf)))
+        buf += recv_exact(sock, 1, max(0.001, deadline - time.monotonic()), "line bytes")
+    return bytes(buf)
+
+
+def recv_all(sock, timeout=IO_TIMEOUT):
+    """Everything until EOF (bounded by timeout)."""
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no EOF within %.1f s (%d bytes read)" % (timeout, len(buf)))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
+            continue
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+
+
+def wait_closed(sock, timeout):
+    """Wait until the peer closes: returns ('eof'|'reset', elapsed). Raises AssertionError if data
+    arrives, socket.timeout if still open after `timeout`."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("connection still open after %.1f s" % timeout)
+        sock.settimeout(left)
+        try:
+            data = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return "reset", time.monotonic() - start
+        if not data:
+            return "eof", time.monotonic() - start
+        raise AssertionError("expected the connection to close, got data %r" % data)
+
+
+def assert_no_data(sock, seconds):
+    """Assert nothing at all (no byte, no EOF) arrives on sock for `seconds`."""
+    r, _, _ = select.select([sock], [], [], seconds)
+    if r:
+        try:
+            sock.settimeout(0.5)
+            data = sock.recv(4096)
+        except OSError as e:
+            data = repr(e)
+        raise AssertionError("expected silence for %.1f s, got %r" % (seconds, data or b"EOF"))
+
+
+def read_method(sock, timeout=IO_TIMEOUT):
+    """RFC 1928 §3 method selection: VER METHOD. Returns METHOD (asserts VER 5)."""
+    b = recv_exact(sock, 2, timeout, "method-selection bytes")
+    if b[0] != 5:
+        raise AssertionError("method selection VER %#04x, want 0x05 (%r)" % (b[0], b))
+    return b[1]
+
+
+def read_auth_status(sock, timeout=IO_TIMEOUT):
+    """RFC 1929 §2 status: VER=01 STATUS. Returns STATUS (asserts VER 1)."""
+    b = recv_exact(sock, 2, timeout, "auth-status bytes")
+    if b[0] != 1:
+        raise AssertionError("auth status VER %#04x, want 0x01 (%r)" % (b[0], b))
+    return b[1]
+
+
+class Reply:
+    def __init__(self, raw, rep, atyp, host, port):
+        self.raw, self.rep, self.atyp, self.host, self.port = raw, rep, atyp, host, port
+
+    def __repr__(self):
+        return "Reply(%s, BND %s port %s, raw %s)" % (rep_name(self.rep), self.host, self.port,
+                                                     self.raw.hex(" "))
+
+
+def read_reply(sock, timeout=IO_TIMEOUT):
+    """RFC 1928 §6: VER REP RSV ATYP BND.ADDR BND.PORT, read exactly. Asserts VER 5, RSV 0."""
+    deadline = time.monotonic() + timeout
+    left = lambda: max(0.001, deadline - time.monotonic())
+    head = recv_exact(sock, 4, timeout, "reply bytes")
+    ver, rep, rsv, atyp = head
+    if ver != 5:
+        raise AssertionError("reply VER %#04x, want 0x05 (%r)" % (ver, head))
+    if rsv != 0:
+        raise AssertionError("reply RSV %#04x, want 0x00 (%r)" % (rsv, head))
+    if atyp == 1:
+        a = recv_exact(sock, 4, left(), "BND.ADDR bytes")
+        host = str(ipaddress.IPv4Address(a))
+    elif atyp == 4:
+        a = recv_exact(sock, 16, left(), "BND.ADDR bytes")
+        host = str(ipaddress.IPv6Address(a))
+    elif atyp == 3:
+        ln = recv_exact(sock, 1, left(), "BND.ADDR length")
+        a = ln + recv_exact(sock, ln[0], left(), "BND.ADDR bytes")
+        host = a[1:].decode("latin-1")
+    else:
+        raise AssertionError("reply ATYP %#04x is not 1, 3 or 4 (%r)" % (atyp, head))
+    p = recv_exact(sock, 2, left(), "BND.PORT bytes")
+    return Reply(head + a + p, rep, atyp, host, struct.unpack("!H", p)[0])
+
+
+class SocksFailure(AssertionError):
+    def __init__(self, stage, detail, reply=None):
+        super().__init__("SOCKS5 %s: %s" % (stage, detail))
+        self.stage, self.detail, self.reply = stage, detail, reply
+
+
+def socks_handshake(sock, host, port, user=None, password=None, cmd=1, timeout=IO_TIMEOUT):
+    """Run greeting (+ credentials) + request on an open socket; returns the Reply (any REP).
+    Offers only 0x00 without credentials, only 0x02 with them. Raises SocksFailure when the
+    server refuses the method or the credentials."""
+    if user is None:
+        sock.sendall(greeting(0x00))
+        want = 0x00
+    else:
+        sock.sendall(greeting(0x02))
+        want = 0x02
+    m = read_method(sock, timeout)
+    if m != want:
+        raise SocksFailure("method", "offered %#04x, server chose %#04x" % (want, m))
+    if user is not None:
+        sock.sendall(userpass(user, password))
+        st = read_auth_status(sock, timeout)
+        if st != 0:
+            raise SocksFailure("auth", "status %#04x for user %r" % (st, user))
+    sock.sendall(request(cmd, host, port))
+    return read_reply(sock, timeout)
+
+
+def socks_open(proxy, host, port, user=None, password=None, timeout=IO_TIMEOUT, source=None,
+               rcvbuf=None):
+    """Connect to the proxy and CONNECT to (host, port); returns (sock, Reply) on REP 0x00,
+    raises SocksFailure otherwise (the socket is closed)."""
+    s = tcp_connect(proxy, timeout, source=source, rcvbuf=rcvbuf)
+    try:
+        r = socks_handshake(s, host, port, user, password, timeout=timeout)
+        if r.rep != 0:
+            raise SocksFailure("request", "CONNECT %s:%s answered %s" % (host, port, rep_name(r.rep)), r)
+    except BaseException:
+        s.close()
+        raise
+    return s, r
+
+
+def echo_open(proxy, echo_addr, user=None, password=None, timeout=IO_TIMEOUT, target_host=None):
+    """CONNECT through the proxy to an EchoServer and read its SRC line.
+    Returns (sock, reply, (src_ip, src_port))."""
+    host = target_host or echo_addr[0]
+    s, r = socks_open(proxy, host, echo_addr[1], user, password, timeout)
+    try:
+        line = recv_line(s, timeout)
+        m = re.fullmatch(rb"SRC (\S+) (\d+)\n", line)
+        if m is None:
+            raise AssertionError("echo target's first line is not 'SRC ip port': %r" % line)
+    except BaseException:
+        s.close()
+        raise
+    return s, r, (m.group(1).decode(), int(m.group(2)))
+
+
+def echo_check(sock, payload=None, timeout=IO_TIMEOUT):
+    """Send payload through an open echo relay and assert it comes back byte-for-byte."""
+    if payload is None:
+        payload = os.urandom(64)
+    sock.sendall(payload)
+    got = recv_exact(sock, len(payload), timeout, "echoed bytes")
+    if got != payload:
+        raise AssertionError("echo mismatch: sent %r, got %r" % (payload[:64], got[:64]))
+
+
+def check_serves(proxy, echo, user=None, password=None, timeout=IO_TIMEOUT):
+    """A normal client: CONNECT to the echo target, round-trip 1 KiB, close. Asserts success."""
+    s, _, _ = echo_open(proxy, echo.addr, user, password, timeout)
+    try:
+        echo_check(s, os.urandom(1024), timeout)
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------------------------
+# test base class and runner
+
+
+class DaemonTestCase(unittest.TestCase):
+    """unittest.TestCase with daemon/target helpers whose cleanup is registered automatically."""
+
+    def workdir(self):
+        return new_workdir(self.id().rsplit(".", 1)[-1][:40])
+
+    def start_daemon(self, users=(), args=(), listen=("127.0.0.1:0",), stop_on_cleanup=True,
+                     **kw):
+        """Create a fresh database (with `users`: [(name, password)] added through the CLI
+        first), start `shroud serve`, and register stop() (which asserts exit 0) as cleanup."""
+        wd = self.workdir()
+        d = Daemon(workdir=wd, listen=listen, args=args, **kw)
+        for name, pw in users:
+            add_user(d.db, name, pw)
+        if stop_on_cleanup:
+            self.addCleanup(d.stop)
+        else:
+            self.addCleanup(d.kill)
+        d.start()
+        return d
+
+    def start_server(self, server):
+        self.addCleanup(server.close)
+        return server
+
+    def echo_server(self, host="127.0.0.1"):
+        return self.start_server(EchoServer(host))
+
+    def closing(self, sock):
+        self.addCleanup(sock.close)
+        return sock
+
+
+class _Result(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = 0
+        self._marks = {}
+        self._first = 0
+
+    def startTest(self, test):
+        with _DAEMONS_LOCK:
+            self._marks = {id(d): d.log_size() for d in _DAEMONS if d.running()}
+            self._live = [d for d in _DAEMONS if d.running()]
+            self._first = len(_DAEMONS)
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        bad = [t for t, _ in self.failures + self.errors if t is test]
+        self.stream.write("    (%.1f s)\n" % (time.monotonic() - self._t0))
+        if bad:
+            with _DAEMONS_LOCK:
+                ds = self._live + _DAEMONS[self._first:]
+            for d in ds:
+                start = self._marks.get(id(d), 0)
+                self.stream.write("    ---- daemon log %s (pid %s, exit %s) ----\n%s\n    ---- end of log ----\n"
+                                  % (d.log_path, d.proc.pid if d.proc else "-", d.exit_code,
+                                     d.log_tail(start)))
+        self.stream.flush()
+
+
+def _kill_all_daemons():
+    with _DAEMONS_LOCK:
+        ds = list(_DAEMONS)
+    for d in ds:
+        try:
+            d.kill()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def _watchdog(result_box):
+    sys.stdout.write("\nWATCHDOG: this test file ran longer than %.0f s; stacks:\n" % FILE_BUDGET)
+    for tid, frame in sys._current_frames().items():
+        sys.stdout.write("--- thread %s ---\n%s" % (tid, "".join(traceback.format_stack(frame))))
+    _kill_all_daemons()
+    r = result_box.get("result")
+    passed = r.passed if r else 0
+    failed = (len(r.failures) + len(r.errors) if r else 0) + 1
+    sys.stdout.write("%d passed, %d failed\n" % (passed, failed))
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def main():
+    """Entry point of every test file: `test_X.py --binary PATH [unittest test names...]`."""
+    global BINARY
+    ap = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip())
+    ap.add_argument("--binary", required=True, help="path to the shroud executable")
+    ap.add_argument("tests", nargs="*", help="optional test names (Class or Class.method)")
+    args = ap.parse_args()
+    BINARY = os.path.abspath(args.binary)
+    if not (os.path.isfile(BINARY) and os.access(BINARY, os.X_OK)):
+        print("no executable at %s" % BINARY)
+        print("0 passed, 1 failed")
+        sys.exit(1)
+
+    # 500 relayed connections need ~1000 descriptors here and ~1000 in the daemon (it inherits this).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
+    # A daemon that dies mid-write must not kill the runner.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    main_mod = sys.modules["__main__"]
+    loader = unittest.TestLoader()
+    if args.tests:
+        suite = loader.loadTestsFromNames(args.tests, main_mod)
+    else:
+        suite = loader.loadTestsFromModule(main_mod)
+
+    box = {}
+    dog = threading.Timer(FILE_BUDGET, _watchdog, args=(box,))
+    dog.daemon = True
+    dog.start()
+
+    class Runner(unittest.TextTestRunner):
+        def _makeResult(self):
+            r = super()._makeResult()
+            box["result"] = r
+            return r
+
+    print("binary: %s" % BINARY)
+    print("tmp:    %s" % tmp_root())
+    sys.stdout.flush()
+    t0 = time.monotonic()
+    result = Runner(stream=sys.stdout, verbosity=2, resultclass=_Result).run(suite)
+    dog.cancel()
+    _kill_all_daemons()
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    if result.skipped:
+        print("%d skipped:" % len(result.skipped))
+        for t, why in result.skipped:
+            print("  %s: %s" % (t.id(), why))
+    if failed == 0 and result.passed > 0:
+        shutil.rmtree(tmp_root(), ignore_errors=True)
+    else:
+        print("kept %s for inspection" % tmp_root())
+    print("time: %.1f s" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (result.passed, failed))
+    sys.stdout.flush()
+    sys.exit(0 if failed == 0 and result.passed > 0 else 1)
