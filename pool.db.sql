@@ -1,4 +1,4 @@
--- shroud database schema, version 1.
+-- shroud database schema, version 2.
 --
 -- This file is the whole schema: store/ applies it to an empty database and PRAGMA user_version
 -- numbers it (store/store.h: STORE_SCHEMA_VERSION). An older file is migrated forward by the
@@ -25,4 +25,64 @@ CREATE TABLE settings (
     value  TEXT NOT NULL
 ) STRICT;
 
-PRAGMA user_version = 1;
+
+-- The egress pool: source addresses outgoing connections leave from (DESIGN.md, step 6).
+-- address: canonical text (inet_ntop); an IPv6 prefix entry carries its length: "2001:db8:1::/64".
+-- prefix:  32 (IPv4) or 128 (IPv6) for one address; 32..127 for an IPv6 prefix, from which each
+--          sticky key draws its own address.
+CREATE TABLE pool (
+    id       INTEGER PRIMARY KEY,
+    address  TEXT    NOT NULL UNIQUE,
+    family   INTEGER NOT NULL CHECK (family IN (4, 6)),
+    prefix   INTEGER NOT NULL CHECK ((family = 4 AND prefix = 32)
+                                     OR (family = 6 AND prefix BETWEEN 32 AND 128)),
+    weight   INTEGER NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000000),
+    enabled  INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    note     TEXT    NOT NULL DEFAULT '',
+    added    INTEGER NOT NULL                                    -- Unix seconds
+) STRICT;
+
+-- key=value tags of pool entries (country=de, kind=residential); one value per key.
+CREATE TABLE pool_tags (
+    pool_id  INTEGER NOT NULL REFERENCES pool (id) ON DELETE CASCADE,
+    key      TEXT    NOT NULL CHECK (length(key) BETWEEN 1 AND 32 AND key NOT GLOB '*[^a-z0-9_.]*'),
+    value    TEXT    NOT NULL CHECK (length(value) BETWEEN 1 AND 32
+                                     AND value NOT GLOB '*[^A-Za-z0-9_.]*'),
+    PRIMARY KEY (pool_id, key)
+) STRICT;
+
+-- Health, written by the daemon only: an entry whose bind failed (address not on this host) or
+-- whose route was unreachable cools down, with exponential back-off, and comes back by itself.
+CREATE TABLE pool_health (
+    pool_id         INTEGER NOT NULL PRIMARY KEY REFERENCES pool (id) ON DELETE CASCADE,
+    cooldown_until  INTEGER NOT NULL,      -- Unix seconds; in the past = healthy
+    failures        INTEGER NOT NULL       -- consecutive failures: the back-off exponent
+) STRICT;
+
+-- Usage per egress address and per user per UTC day, added in batches by the daemon every few
+-- seconds, never per connection. Rows outlive pool entries and users (history); no destination.
+CREATE TABLE usage_egress (
+    day          TEXT    NOT NULL,         -- 'YYYY-MM-DD', UTC
+    address      TEXT    NOT NULL,         -- pool.address at the time ('' = system default address)
+    connections  INTEGER NOT NULL DEFAULT 0,
+    bytes_up     INTEGER NOT NULL DEFAULT 0,   -- client -> target
+    bytes_down   INTEGER NOT NULL DEFAULT 0,   -- target -> client
+    failures     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, address)
+) STRICT;
+
+CREATE TABLE usage_user (
+    day          TEXT    NOT NULL,
+    user         TEXT    NOT NULL,         -- users.name ('' = no authentication)
+    connections  INTEGER NOT NULL DEFAULT 0,
+    bytes_up     INTEGER NOT NULL DEFAULT 0,
+    bytes_down   INTEGER NOT NULL DEFAULT 0,
+    failures     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, user)
+) STRICT;
+
+-- Settings used so far (key: meaning, default):
+--   sticky_salt  64 hex digits: the secret key of sticky hashing, made by 'serve' at first start
+--   sticky_ttl   seconds a (user, session, site) keeps its source address: 600
+
+PRAGMA user_version = 2;

@@ -20,12 +20,19 @@ void snapshot_unref(struct snapshot *s)
 	 * the acquire makes every other owner's reads happen before the free below. */
 	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	/* Both allocations are malloc'd (store_snapshot_build). The users hold password hashes:
+	/* The consumer's attachment first: it may point into the pool. */
+	if (s->attachment != NULL && s->attachment_free != NULL)
+		s->attachment_free(s->attachment);
+	/* Every allocation is malloc'd (store_snapshot_build). The users hold password hashes:
 	 * not secrets in themselves, but nothing gained by leaving them in freed memory. */
 	if (s->users != NULL) {
 		explicit_bzero(s->users, s->nusers * sizeof(*s->users));
 		free(s->users);
 	}
+	/* One block: the entries, their tags and every string they point to. */
+	free(s->pool);
+	/* The salt is the key of sticky hashing: a secret. */
+	explicit_bzero(s->salt, sizeof(s->salt));
 	free(s);
 }
 

@@ -24,17 +24,53 @@ struct snapshot_user {
 	bool enabled;
 };
 
+struct snapshot_tag {
+	const char *key;
+	const char *value;
+};
+
+/* One pool entry (enabled or not). Strings point into the snapshot's own memory. */
+struct snapshot_pool_entry {
+	uint32_t id;
+	int family;	    /* AF_INET or AF_INET6 */
+	uint8_t addr[16];   /* network order; IPv4 in the first 4 bytes */
+	uint8_t prefix_len; /* 32/128 for one address, 32..127 for an IPv6 prefix */
+	uint32_t weight;
+	bool enabled;
+	const char *address; /* the canonical text, as in the table */
+	const char *note;
+	int64_t added; /* Unix seconds */
+	size_t ntags;
+	const struct snapshot_tag *tags;
+	int64_t cooldown_until; /* pool_health at build time (Unix seconds; 0 = none) */
+	uint32_t failures;
+};
+
+#define SNAPSHOT_SALT_BYTES 32
+#define SNAPSHOT_STICKY_TTL_DEFAULT 600
+
+/* Something a consumer builds from the snapshot and hangs on it (the egress index), freed with
+ * the snapshot's last reference. */
+typedef void snapshot_attachment_free_fn(void *attachment);
+
 struct snapshot {
 	atomic_uint refs;
 	uint64_t generation;	      /* increases with every snapshot built by one process */
 	size_t nusers;
 	struct snapshot_user *users; /* sorted by name (strcmp) */
+	size_t npool;
+	struct snapshot_pool_entry *pool; /* ordered by id; one allocation with the tags and strings */
+	bool has_salt;
+	uint8_t salt[SNAPSHOT_SALT_BYTES]; /* settings.sticky_salt */
+	uint32_t sticky_ttl;		   /* settings.sticky_ttl, or the default */
+	void *attachment;
+	snapshot_attachment_free_fn *attachment_free;
 };
 
 /* Take another reference; returns s. */
 struct snapshot *snapshot_ref(struct snapshot *s);
 
-/* Drop a reference; frees the snapshot with the last one. NULL is a no-op. */
+/* Drop a reference; frees the snapshot (and its attachment) with the last one. NULL is a no-op. */
 void snapshot_unref(struct snapshot *s);
 
 /* The user with this exact name, or NULL. O(log n). Disabled users are returned too. */

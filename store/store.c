@@ -1,6 +1,10 @@
-/* store/store.c - the SQLite database: open, schema and migrations, users, settings, snapshots. */
+/*
+ * store/store.c - the SQLite database: open, schema and migrations, users, settings, the egress
+ * pool, health and usage, snapshots.
+ */
 #include "store/store.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -9,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,14 +39,65 @@ struct store {
 /*
  * Migrations: step {from, sql} turns a file at schema `from` into schema `from + 1`; the
  * mechanism then sets user_version. pool.db.sql stays the whole current schema, so a new file
- * never runs these. Schema 1 is the first: no steps yet, only the terminating entry.
+ * never runs these. Each step is frozen once released: pool.db.sql moves on, a step never does,
+ * and a migrated file must end up exactly like a new one (test_store_pool.c compares
+ * sqlite_schema, comments inside the statements included, so they are copied too).
  */
 struct migration {
 	int from;
 	const char *sql;
 };
 
+/* 1 -> 2: the egress pool, its tags and health, the usage counters (pool.db.sql of version 2;
+ * the comments there say what each column means). */
+static const char migrate_1_2[] =
+	"CREATE TABLE pool (\n"
+	"    id       INTEGER PRIMARY KEY,\n"
+	"    address  TEXT    NOT NULL UNIQUE,\n"
+	"    family   INTEGER NOT NULL CHECK (family IN (4, 6)),\n"
+	"    prefix   INTEGER NOT NULL CHECK ((family = 4 AND prefix = 32)\n"
+	"                                     OR (family = 6 AND prefix BETWEEN 32 AND 128)),\n"
+	"    weight   INTEGER NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000000),\n"
+	"    enabled  INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),\n"
+	"    note     TEXT    NOT NULL DEFAULT '',\n"
+	"    added    INTEGER NOT NULL                                    -- Unix seconds\n"
+	") STRICT;\n"
+	"CREATE TABLE pool_tags (\n"
+	"    pool_id  INTEGER NOT NULL REFERENCES pool (id) ON DELETE CASCADE,\n"
+	"    key      TEXT    NOT NULL CHECK (length(key) BETWEEN 1 AND 32"
+	" AND key NOT GLOB '*[^a-z0-9_.]*'),\n"
+	"    value    TEXT    NOT NULL CHECK (length(value) BETWEEN 1 AND 32\n"
+	"                                     AND value NOT GLOB '*[^A-Za-z0-9_.]*'),\n"
+	"    PRIMARY KEY (pool_id, key)\n"
+	") STRICT;\n"
+	"CREATE TABLE pool_health (\n"
+	"    pool_id         INTEGER NOT NULL PRIMARY KEY REFERENCES pool (id) ON DELETE CASCADE,\n"
+	"    cooldown_until  INTEGER NOT NULL,      -- Unix seconds; in the past = healthy\n"
+	"    failures        INTEGER NOT NULL      "
+	" -- consecutive failures: the back-off exponent\n"
+	") STRICT;\n"
+	"CREATE TABLE usage_egress (\n"
+	"    day          TEXT    NOT NULL,         -- 'YYYY-MM-DD', UTC\n"
+	"    address      TEXT    NOT NULL,        "
+	" -- pool.address at the time ('' = system default address)\n"
+	"    connections  INTEGER NOT NULL DEFAULT 0,\n"
+	"    bytes_up     INTEGER NOT NULL DEFAULT 0,   -- client -> target\n"
+	"    bytes_down   INTEGER NOT NULL DEFAULT 0,   -- target -> client\n"
+	"    failures     INTEGER NOT NULL DEFAULT 0,\n"
+	"    PRIMARY KEY (day, address)\n"
+	") STRICT;\n"
+	"CREATE TABLE usage_user (\n"
+	"    day          TEXT    NOT NULL,\n"
+	"    user         TEXT    NOT NULL,         -- users.name ('' = no authentication)\n"
+	"    connections  INTEGER NOT NULL DEFAULT 0,\n"
+	"    bytes_up     INTEGER NOT NULL DEFAULT 0,\n"
+	"    bytes_down   INTEGER NOT NULL DEFAULT 0,\n"
+	"    failures     INTEGER NOT NULL DEFAULT 0,\n"
+	"    PRIMARY KEY (day, user)\n"
+	") STRICT;\n";
+
 static const struct migration migrations[] = {
+	{ 1, migrate_1_2 },
 	{ 0, NULL }, /* end */
 };
 
@@ -712,7 +768,488 @@ int store_setting_set(struct store *s, const char *key, const char *value)
 	return st;
 }
 
+/* ---- the egress pool ------------------------------------------------------------------------- */
+
+/* The bounds the CHECKs on pool in pool.db.sql hold. */
+#define POOL_WEIGHT_MAX 1000000
+#define POOL_V6_PREFIX_MIN 32
+
+/* Tag keys are 1..STORE_TAG_MAX of [a-z0-9_.], values of [A-Za-z0-9_.] (CHECKs on pool_tags):
+ * nothing that needs quoting in a SOCKS username parameter or a listing. ASCII only, no locale. */
+bool store_pool_tag_valid(const char *text, bool key)
+{
+	size_t i;
+
+	if (text == NULL)
+		return false;
+	for (i = 0; text[i] != '\0'; i++) {
+		char c = text[i];
+
+		if (i == STORE_TAG_MAX)
+			return false;
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.')
+			continue;
+		if (!key && c >= 'A' && c <= 'Z')
+			continue;
+		return false;
+	}
+	return i > 0;
+}
+
+/* True when every bit of addr after the first prefix_len is zero. */
+static bool host_bits_zero(const uint8_t addr[static 16], unsigned prefix_len)
+{
+	for (unsigned bit = prefix_len; bit < 128; bit++) {
+		if (addr[bit / 8] & (0x80u >> (bit % 8)))
+			return false;
+	}
+	return true;
+}
+
+void store_pool_address_text(int family, const uint8_t addr[static 16], uint8_t prefix_len,
+			     char out[static STORE_ADDRESS_MAX])
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	out[0] = '\0';
+	/* inet_ntop fails only for another family or a short buffer. */
+	if ((family != AF_INET && family != AF_INET6) || inet_ntop(family, addr, ip, sizeof(ip)) == NULL)
+		return;
+	if (family == AF_INET6 && prefix_len < 128)
+		snprintf(out, STORE_ADDRESS_MAX, "%s/%u", ip, (unsigned)prefix_len);
+	else
+		snprintf(out, STORE_ADDRESS_MAX, "%s", ip);
+}
+
+/*
+ * Parse an address column back: "A.B.C.D", "V6" or "V6/LEN". True only when the text is exactly
+ * what store_pool_address_text makes of the result (canonical; no "/128", no leading zeros), so
+ * the row's text and its parsed address cannot disagree.
+ */
+static bool pool_text_parse(const char *text, int *family, uint8_t addr[static 16],
+			    uint8_t *prefix_len)
+{
+	char head[INET6_ADDRSTRLEN], again[STORE_ADDRESS_MAX];
+	const char *slash = strchr(text, '/');
+	size_t len = slash != NULL ? (size_t)(slash - text) : strlen(text);
+	unsigned plen = 128;
+
+	memset(addr, 0, 16);
+	if (len >= sizeof(head))
+		return false;
+	memcpy(head, text, len);
+	head[len] = '\0';
+	if (slash == NULL && inet_pton(AF_INET, head, addr) == 1) {
+		*family = AF_INET;
+		*prefix_len = 32;
+	} else if (inet_pton(AF_INET6, head, addr) == 1) {
+		if (slash != NULL) {
+			const char *p = slash + 1;
+
+			/* At most three digits; the round trip below refuses leading zeros. */
+			plen = 0;
+			for (size_t i = 0; i < 3 && *p >= '0' && *p <= '9'; i++, p++)
+				plen = plen * 10 + (unsigned)(*p - '0');
+			if (p == slash + 1 || *p != '\0' || plen > 128)
+				return false;
+		}
+		*family = AF_INET6;
+		*prefix_len = (uint8_t)plen;
+	} else {
+		return false;
+	}
+	store_pool_address_text(*family, addr, *prefix_len, again);
+	return strcmp(again, text) == 0;
+}
+
+/* What is wrong with an entry to add, or NULL. The same rules as the CHECKs in pool.db.sql, plus
+ * what SQL does not see: the host bits of a prefix, tag keys given twice. */
+static const char *pool_new_problem(const struct store_pool_new *e)
+{
+	if (e->family == AF_INET) {
+		/* Only addr[0..3] is read for IPv4 (store.h). */
+		if (e->prefix_len != 32)
+			return "an IPv4 entry is one address (prefix length 32)";
+	} else if (e->family == AF_INET6) {
+		if (e->prefix_len < POOL_V6_PREFIX_MIN || e->prefix_len > 128)
+			return "an IPv6 prefix length is 32 to 128";
+		if (!host_bits_zero(e->addr, e->prefix_len))
+			return "the prefix has host bits set";
+	} else {
+		return "not an IPv4 or IPv6 entry";
+	}
+	if (e->weight < 1 || e->weight > POOL_WEIGHT_MAX)
+		return "the weight is not 1 to 1000000";
+	if (e->ntags > STORE_POOL_TAGS_MAX)
+		return "more than 16 tags";
+	for (size_t i = 0; i < e->ntags; i++) {
+		if (!store_pool_tag_valid(e->tag_keys[i], true))
+			return "a tag key is not 1 to 32 of a-z 0-9 _ .";
+		if (!store_pool_tag_valid(e->tag_values[i], false))
+			return "a tag value is not 1 to 32 of A-Z a-z 0-9 _ .";
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(e->tag_keys[i], e->tag_keys[j]) == 0)
+				return "a tag key is given twice";
+		}
+	}
+	return NULL;
+}
+
+/* After ST_EEXIST on entry i: twice in the list, or already in the table? For the message. */
+static bool pool_listed_before(const struct store_pool_new *entries, size_t i)
+{
+	char a[STORE_ADDRESS_MAX], b[STORE_ADDRESS_MAX];
+
+	store_pool_address_text(entries[i].family, entries[i].addr, entries[i].prefix_len, a);
+	for (size_t j = 0; j < i; j++) {
+		store_pool_address_text(entries[j].family, entries[j].addr, entries[j].prefix_len, b);
+		if (strcmp(a, b) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Insert entry e (and its tags) inside the caller's transaction. */
+static int pool_insert(struct store *s, sqlite3_stmt *ins, sqlite3_stmt *tag,
+		       const struct store_pool_new *e, sqlite3_int64 now)
+{
+	char text[STORE_ADDRESS_MAX];
+	sqlite3_int64 id;
+	int changes, st;
+
+	store_pool_address_text(e->family, e->addr, e->prefix_len, text);
+	(void)sqlite3_reset(ins);
+	sqlite3_bind_text(ins, 1, text, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(ins, 2, e->family == AF_INET ? 4 : 6);
+	sqlite3_bind_int(ins, 3, e->prefix_len);
+	sqlite3_bind_int64(ins, 4, e->weight);
+	sqlite3_bind_text(ins, 5, e->note != NULL ? e->note : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(ins, 6, now);
+	st = step_change(s, ins, &changes);
+	if (st != ST_OK)
+		return st;
+	id = sqlite3_last_insert_rowid(s->db);
+	/* Snapshots carry ids as uint32 (and refuse a file with larger ones): only a hand-edited
+	 * file gets near this, as new ids are the largest plus one. */
+	if (id < 0 || id > (sqlite3_int64)UINT32_MAX)
+		return store_fail(s, ST_EFULL, "pool ids are exhausted (id %lld)", (long long)id);
+	for (size_t t = 0; t < e->ntags; t++) {
+		(void)sqlite3_reset(tag);
+		sqlite3_bind_int64(tag, 1, id);
+		sqlite3_bind_text(tag, 2, e->tag_keys[t], -1, SQLITE_STATIC);
+		sqlite3_bind_text(tag, 3, e->tag_values[t], -1, SQLITE_STATIC);
+		st = step_change(s, tag, &changes);
+		if (st != ST_OK)
+			return st;
+	}
+	return ST_OK;
+}
+
+int store_pool_add(struct store *s, const struct store_pool_new *entries, size_t n, size_t *bad)
+{
+	char text[STORE_ADDRESS_MAX];
+	sqlite3_stmt *ins = NULL, *tag = NULL;
+	sqlite3_int64 now = (sqlite3_int64)time(NULL);
+	const char *problem;
+	size_t i = 0;
+	int st;
+
+	if (n > 0 && entries == NULL)
+		return store_fail(s, ST_EINVAL, "no pool entries given");
+	/* Every field first: a caller's mistake is refused before the write lock is taken. */
+	for (i = 0; i < n; i++) {
+		problem = pool_new_problem(&entries[i]);
+		if (problem != NULL) {
+			store_pool_address_text(entries[i].family, entries[i].addr,
+						entries[i].prefix_len, text);
+			if (bad != NULL)
+				*bad = i;
+			return store_fail(s, ST_EINVAL, "pool entry %zu (%s): %s", i,
+					  text[0] != '\0' ? text : "?", problem);
+		}
+	}
+	if (n == 0)
+		return ST_OK;
+
+	/* IMMEDIATE: take the write lock now (waiting within the busy timeout), not half way. */
+	st = exec(s, "BEGIN IMMEDIATE");
+	if (st != ST_OK)
+		return st;
+	st = prepare(s,
+		     "INSERT INTO pool (address, family, prefix, weight, enabled, note, added)"
+		     " VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
+		     &ins);
+	if (st == ST_OK)
+		st = prepare(s, "INSERT INTO pool_tags (pool_id, key, value) VALUES (?1, ?2, ?3)", &tag);
+	/* The UNIQUE address catches a duplicate of the table and of an earlier entry alike. */
+	for (i = 0; st == ST_OK && i < n; i++) {
+		st = pool_insert(s, ins, tag, &entries[i], now);
+		if (st == ST_OK)
+			continue;
+		store_pool_address_text(entries[i].family, entries[i].addr, entries[i].prefix_len,
+					text);
+		if (st == ST_EEXIST)
+			store_fail(s, st, "%s %s", text,
+				   pool_listed_before(entries, i) ? "is twice in the list"
+								  : "is already in the pool");
+		if ((st == ST_EEXIST || st == ST_EINVAL) && bad != NULL)
+			*bad = i;
+		goto out;
+	}
+	if (st == ST_OK)
+		st = exec(s, "COMMIT");
+out:
+	sqlite3_finalize(ins);
+	sqlite3_finalize(tag);
+	if (st != ST_OK)
+		tx_rollback(s);
+	return st;
+}
+
+/* Was addresses[i] already given earlier in the list? */
+static bool address_listed_before(const char *const *addresses, size_t i)
+{
+	for (size_t j = 0; j < i; j++) {
+		if (strcmp(addresses[j], addresses[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Run stmt (?1 the address text, ?2 `enabled` when it is 0 or 1) once per address, in one
+ * transaction; ST_ENOTFOUND (with *bad) for an address that matches no row. An address given
+ * twice is not "not found" the second time, when its row is gone because of the first.
+ */
+static int pool_change(struct store *s, const char *sql, int enabled, const char *const *addresses,
+		       size_t n, size_t *bad)
+{
+	sqlite3_stmt *stmt = NULL;
+	int changes, st;
+
+	if (n > 0 && addresses == NULL)
+		return store_fail(s, ST_EINVAL, "no addresses given");
+	for (size_t i = 0; i < n; i++) {
+		if (addresses[i] == NULL) {
+			if (bad != NULL)
+				*bad = i;
+			return store_fail(s, ST_EINVAL, "address %zu is missing", i);
+		}
+	}
+	if (n == 0)
+		return ST_OK;
+
+	st = exec(s, "BEGIN IMMEDIATE");
+	if (st != ST_OK)
+		return st;
+	st = prepare(s, sql, &stmt);
+	if (st != ST_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		(void)sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, addresses[i], -1, SQLITE_STATIC);
+		if (enabled >= 0)
+			sqlite3_bind_int(stmt, 2, enabled);
+		st = step_change(s, stmt, &changes);
+		if (st != ST_OK)
+			goto out;
+		if (changes == 0 && !address_listed_before(addresses, i)) {
+			if (bad != NULL)
+				*bad = i;
+			st = store_fail(s, ST_ENOTFOUND, "%s is not in the pool", addresses[i]);
+			goto out;
+		}
+	}
+	st = exec(s, "COMMIT");
+out:
+	sqlite3_finalize(stmt);
+	if (st != ST_OK)
+		tx_rollback(s);
+	return st;
+}
+
+int store_pool_remove(struct store *s, const char *const *addresses, size_t n, size_t *bad)
+{
+	/* Tags and health go with the entry (ON DELETE CASCADE; foreign_keys is on). */
+	return pool_change(s, "DELETE FROM pool WHERE address = ?1", -1, addresses, n, bad);
+}
+
+int store_pool_set_enabled(struct store *s, const char *const *addresses, size_t n, bool enabled,
+			   size_t *bad)
+{
+	/* SQLite counts a matched row as changed even when the value stays: enabling an enabled
+	 * entry is found, not "not in the pool". */
+	return pool_change(s, "UPDATE pool SET enabled = ?2 WHERE address = ?1", enabled ? 1 : 0,
+			   addresses, n, bad);
+}
+
+/* ---- health and usage ------------------------------------------------------------------------ */
+
+int store_health_write(struct store *s, const struct store_health *rows, size_t n)
+{
+	sqlite3_stmt *stmt = NULL;
+	int changes, st;
+
+	if (n > 0 && rows == NULL)
+		return store_fail(s, ST_EINVAL, "no health rows given");
+	if (n == 0)
+		return ST_OK;
+	st = exec(s, "BEGIN IMMEDIATE");
+	if (st != ST_OK)
+		return st;
+	/* The entry may have been removed by the CLI since the daemon's snapshot: the WHERE skips
+	 * it rather than failing the whole batch on the foreign key. (The WHERE also settles the
+	 * parser's INSERT ... SELECT ... ON CONFLICT ambiguity, see SQLite's "upsert" page.) */
+	st = prepare(s,
+		     "INSERT INTO pool_health (pool_id, cooldown_until, failures)"
+		     " SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM pool WHERE id = ?1)"
+		     " ON CONFLICT (pool_id) DO UPDATE SET cooldown_until = excluded.cooldown_until,"
+		     " failures = excluded.failures",
+		     &stmt);
+	for (size_t i = 0; st == ST_OK && i < n; i++) {
+		(void)sqlite3_reset(stmt);
+		sqlite3_bind_int64(stmt, 1, rows[i].pool_id);
+		sqlite3_bind_int64(stmt, 2, rows[i].cooldown_until);
+		sqlite3_bind_int64(stmt, 3, rows[i].failures);
+		st = step_change(s, stmt, &changes);
+	}
+	if (st == ST_OK)
+		st = exec(s, "COMMIT");
+	sqlite3_finalize(stmt);
+	if (st != ST_OK)
+		tx_rollback(s);
+	return st;
+}
+
+/* "YYYY-MM-DD" with a month 01..12 and a day 01..31. */
+static bool day_valid(const char *day)
+{
+	int month, mday;
+
+	if (day == NULL || strlen(day) != 10 || day[4] != '-' || day[7] != '-')
+		return false;
+	for (size_t i = 0; i < 10; i++) {
+		if (i != 4 && i != 7 && (day[i] < '0' || day[i] > '9'))
+			return false;
+	}
+	month = (day[5] - '0') * 10 + (day[6] - '0');
+	mday = (day[8] - '0') * 10 + (day[9] - '0');
+	return month >= 1 && month <= 12 && mday >= 1 && mday <= 31;
+}
+
+/* Keys present and counters that fit SQLite's signed 64-bit integers. */
+static int usage_check(struct store *s, const struct store_usage *rows, size_t n, const char *what)
+{
+	if (n > 0 && rows == NULL)
+		return store_fail(s, ST_EINVAL, "no %s usage rows given", what);
+	for (size_t i = 0; i < n; i++) {
+		if (rows[i].key == NULL)
+			return store_fail(s, ST_EINVAL, "%s usage row %zu has no key", what, i);
+		if (rows[i].connections > INT64_MAX || rows[i].bytes_up > INT64_MAX ||
+		    rows[i].bytes_down > INT64_MAX || rows[i].failures > INT64_MAX)
+			return store_fail(s, ST_EINVAL, "%s usage row %zu: counter too large", what,
+					  i);
+	}
+	return ST_OK;
+}
+
+/* Add rows to one usage table inside the caller's transaction. */
+static int usage_upsert(struct store *s, const char *sql, const char *day,
+			const struct store_usage *rows, size_t n)
+{
+	sqlite3_stmt *stmt;
+	int changes, st;
+
+	if (n == 0)
+		return ST_OK;
+	st = prepare(s, sql, &stmt);
+	for (size_t i = 0; st == ST_OK && i < n; i++) {
+		(void)sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, day, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, rows[i].key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 3, (sqlite3_int64)rows[i].connections);
+		sqlite3_bind_int64(stmt, 4, (sqlite3_int64)rows[i].bytes_up);
+		sqlite3_bind_int64(stmt, 5, (sqlite3_int64)rows[i].bytes_down);
+		sqlite3_bind_int64(stmt, 6, (sqlite3_int64)rows[i].failures);
+		st = step_change(s, stmt, &changes);
+	}
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+int store_usage_add(struct store *s, const char *day, const struct store_usage *egress,
+		    size_t negress, const struct store_usage *users, size_t nusers)
+{
+	int st;
+
+	if (!day_valid(day))
+		return store_fail(s, ST_EINVAL, "usage day is not YYYY-MM-DD");
+	st = usage_check(s, egress, negress, "egress");
+	if (st == ST_OK)
+		st = usage_check(s, users, nusers, "user");
+	if (st != ST_OK || negress + nusers == 0)
+		return st;
+
+	st = exec(s, "BEGIN IMMEDIATE");
+	if (st != ST_OK)
+		return st;
+	st = usage_upsert(s,
+			  "INSERT INTO usage_egress (day, address, connections, bytes_up, bytes_down,"
+			  " failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+			  " ON CONFLICT (day, address) DO UPDATE SET"
+			  " connections = connections + excluded.connections,"
+			  " bytes_up = bytes_up + excluded.bytes_up,"
+			  " bytes_down = bytes_down + excluded.bytes_down,"
+			  " failures = failures + excluded.failures",
+			  day, egress, negress);
+	if (st == ST_OK)
+		st = usage_upsert(s,
+				  "INSERT INTO usage_user (day, user, connections, bytes_up, bytes_down,"
+				  " failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+				  " ON CONFLICT (day, user) DO UPDATE SET"
+				  " connections = connections + excluded.connections,"
+				  " bytes_up = bytes_up + excluded.bytes_up,"
+				  " bytes_down = bytes_down + excluded.bytes_down,"
+				  " failures = failures + excluded.failures",
+				  day, users, nusers);
+	if (st == ST_OK)
+		st = exec(s, "COMMIT");
+	if (st != ST_OK)
+		tx_rollback(s);
+	return st;
+}
+
 /* ---- snapshots ------------------------------------------------------------------------------- */
+
+/* The longest sticky TTL a setting may give (egress/params.h: EGRESS_TTL_MAX, a week). */
+#define STICKY_TTL_MAX 604800
+
+/* Two integers from a one-row statement (a count and a byte total). */
+static int query_int64_pair(struct store *s, const char *sql, int64_t *a, int64_t *b)
+{
+	sqlite3_stmt *stmt;
+	int rc, st;
+
+	st = prepare(s, sql, &stmt);
+	if (st != ST_OK)
+		return st;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		*a = sqlite3_column_int64(stmt, 0);
+		*b = sqlite3_column_int64(stmt, 1);
+	} else if (rc == SQLITE_DONE) {
+		st = store_fail(s, ST_EDB, "SQLite: \"%s\" returned no row", sql);
+	} else {
+		st = db_fail(s, rc, "SQLite");
+	}
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+static int changed_fail(struct store *s, const char *table)
+{
+	return store_fail(s, ST_EDB, "%s table changed inside a read transaction", table);
+}
 
 /* Copy one users row into u. The file may have been edited by hand: check what the schema's
  * CHECKs promise, since workers bsearch the result with strcmp. */
@@ -741,46 +1278,30 @@ static int snapshot_user_fill(struct store *s, sqlite3_stmt *stmt, struct snapsh
 	return ST_OK;
 }
 
-int store_snapshot_build(struct store *s, struct snapshot **out)
+static int snapshot_users_load(struct store *s, struct snapshot *snap)
 {
-	struct snapshot *snap = NULL;
 	sqlite3_stmt *stmt = NULL;
 	int64_t count = 0;
 	size_t n = 0;
 	int rc, st;
 
-	/* One read transaction: the count and the rows come from the same version of the file. */
-	st = exec(s, "BEGIN");
-	if (st != ST_OK)
-		return st;
 	st = query_int64(s, "SELECT count(*) FROM users", &count);
 	if (st != ST_OK)
-		goto out;
-	if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(struct snapshot_user)) {
-		st = store_fail(s, ST_ENOMEM, "too many users for memory");
-		goto out;
-	}
-
-	snap = calloc(1, sizeof(*snap));
-	if (snap == NULL) {
-		st = store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
-		goto out;
-	}
-	atomic_init(&snap->refs, 1);
+		return st;
+	if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(struct snapshot_user))
+		return store_fail(s, ST_ENOMEM, "too many users for memory");
 	if (count > 0) {
 		snap->users = calloc((size_t)count, sizeof(*snap->users));
-		if (snap->users == NULL) {
-			st = store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
-			goto out;
-		}
+		if (snap->users == NULL)
+			return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
 	}
 
 	st = prepare(s, "SELECT name, hash, enabled FROM users ORDER BY name COLLATE BINARY", &stmt);
 	if (st != ST_OK)
-		goto out;
+		return st;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		if (n == (size_t)count) {
-			st = store_fail(s, ST_EDB, "users table changed inside a read transaction");
+			st = changed_fail(s, "users");
 			goto out;
 		}
 		st = snapshot_user_fill(s, stmt, &snap->users[n]);
@@ -790,17 +1311,323 @@ int store_snapshot_build(struct store *s, struct snapshot **out)
 		/* nusers counts filled entries, so a failed build frees (and wipes) what it copied. */
 		snap->nusers = n;
 	}
+	if (rc != SQLITE_DONE)
+		st = db_fail(s, rc, "SQLite");
+	else if (n != (size_t)count)
+		st = changed_fail(s, "users");
+out:
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+/* The string part of the pool's block, filled front to back. */
+struct arena {
+	char *next;
+	size_t left;
+};
+
+/*
+ * Copy text column col into the arena, NUL-terminated, and point *out at it. The arena was sized
+ * from byte totals read in the same transaction, so running out means the rows changed.
+ */
+static int arena_text(struct store *s, struct arena *a, sqlite3_stmt *stmt, int col,
+		      const char **out)
+{
+	const unsigned char *text = sqlite3_column_text(stmt, col);
+	size_t len = (size_t)sqlite3_column_bytes(stmt, col);
+
+	if (text == NULL) {
+		/* Every column read here is NOT NULL: only a failed conversion gives NULL. */
+		int st = (sqlite3_errcode(s->db) & 0xff) == SQLITE_NOMEM ? ST_ENOMEM : ST_EDB;
+
+		return store_fail(s, st, "cannot read a pool text column");
+	}
+	if (len >= a->left)
+		return changed_fail(s, "pool");
+	/* A NUL inside the text would make the C string say less than the row. */
+	if (memchr(text, '\0', len) != NULL)
+		return store_fail(s, ST_EDB, "a pool text in the database contains a NUL byte");
+	memcpy(a->next, text, len);
+	a->next[len] = '\0';
+	*out = a->next;
+	a->next += len + 1;
+	a->left -= len + 1;
+	return ST_OK;
+}
+
+/*
+ * Copy one row of the pool query into e. The file may have been edited by hand: the address text
+ * must be canonical and agree with the family and prefix columns (the daemon binds what the
+ * parsed address says, `pool list` shows the text), the weight within its bounds.
+ */
+static int snapshot_pool_fill(struct store *s, sqlite3_stmt *stmt, struct arena *a,
+			      struct snapshot_pool_entry *e)
+{
+	/* p.id, p.address, p.family, p.prefix, p.weight, p.enabled, p.note, p.added,
+	 * h.cooldown_until, h.failures */
+	int64_t id = sqlite3_column_int64(stmt, 0);
+	int64_t family = sqlite3_column_int64(stmt, 2);
+	int64_t prefix = sqlite3_column_int64(stmt, 3);
+	int64_t weight = sqlite3_column_int64(stmt, 4);
+	int64_t failures = sqlite3_column_int64(stmt, 9);
+	int parsed_family;
+	uint8_t parsed_prefix;
+	int st;
+
+	if (id < 0 || id > (int64_t)UINT32_MAX)
+		return store_fail(s, ST_EDB, "pool entry id %lld is out of range", (long long)id);
+	e->id = (uint32_t)id;
+	st = arena_text(s, a, stmt, 1, &e->address);
+	if (st != ST_OK)
+		return st;
+	if (!pool_text_parse(e->address, &parsed_family, e->addr, &parsed_prefix) ||
+	    family != (parsed_family == AF_INET ? 4 : 6) || prefix != parsed_prefix ||
+	    (parsed_family == AF_INET6 && parsed_prefix < POOL_V6_PREFIX_MIN) ||
+	    !host_bits_zero(e->addr, parsed_prefix))
+		return store_fail(s, ST_EDB, "pool entry %lld (%s) is malformed in the database",
+				  (long long)id, e->address);
+	if (weight < 1 || weight > POOL_WEIGHT_MAX)
+		return store_fail(s, ST_EDB, "pool entry %s has a weight out of range", e->address);
+	e->family = parsed_family;
+	e->prefix_len = parsed_prefix;
+	e->weight = (uint32_t)weight;
+	e->enabled = sqlite3_column_int(stmt, 5) != 0;
+	st = arena_text(s, a, stmt, 6, &e->note);
+	if (st != ST_OK)
+		return st;
+	e->added = sqlite3_column_int64(stmt, 7);
+	/* No health row reads as NULL: coalesced to 0, "never failed". */
+	e->cooldown_until = sqlite3_column_int64(stmt, 8);
+	e->failures = failures < 0 ? 0 : failures > UINT32_MAX ? UINT32_MAX : (uint32_t)failures;
+	return ST_OK;
+}
+
+/* Read the tags into tags[0..ntags), ordered by entry then key; each entry's run becomes its
+ * tags. The pool is ordered by id, so one forward walk matches them up. */
+static int snapshot_tags_load(struct store *s, struct snapshot *snap, struct snapshot_tag *tags,
+			      size_t ntags, struct arena *a)
+{
+	sqlite3_stmt *stmt = NULL;
+	size_t k = 0, j = 0;
+	int rc, st;
+
+	/* The JOIN leaves out tags of missing entries (possible only with foreign keys off), as
+	 * the count did. */
+	st = prepare(s,
+		     "SELECT t.pool_id, t.key, t.value FROM pool_tags t JOIN pool p ON p.id = t.pool_id"
+		     " ORDER BY t.pool_id, t.key COLLATE BINARY",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(stmt, 0);
+		struct snapshot_pool_entry *e;
+
+		while (j < snap->npool && (int64_t)snap->pool[j].id < id)
+			j++;
+		if (k == ntags || j == snap->npool || (int64_t)snap->pool[j].id != id) {
+			st = changed_fail(s, "pool_tags");
+			goto out;
+		}
+		e = &snap->pool[j];
+		st = arena_text(s, a, stmt, 1, &tags[k].key);
+		if (st == ST_OK)
+			st = arena_text(s, a, stmt, 2, &tags[k].value);
+		if (st != ST_OK)
+			goto out;
+		if (!store_pool_tag_valid(tags[k].key, true) ||
+		    !store_pool_tag_valid(tags[k].value, false)) {
+			st = store_fail(s, ST_EDB, "pool entry %s has a malformed tag in the database",
+					e->address);
+			goto out;
+		}
+		if (e->ntags == 0)
+			e->tags = &tags[k];
+		e->ntags++;
+		k++;
+	}
+	if (rc != SQLITE_DONE)
+		st = db_fail(s, rc, "SQLite");
+	else if (k != ntags)
+		st = changed_fail(s, "pool_tags");
+out:
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+/*
+ * The pool with its tags and health. One allocation holds the entries, then the tags, then every
+ * string they point to; snapshot_unref frees it as snap->pool (snapshot.h has no other field to
+ * own them by). Its size comes from counts and byte totals read in the same transaction as the
+ * rows, so the rows fit it exactly.
+ */
+static int snapshot_pool_load(struct store *s, struct snapshot *snap)
+{
+	struct snapshot_tag *tags;
+	sqlite3_stmt *stmt = NULL;
+	struct arena a;
+	int64_t npool, pool_bytes, ntags, tag_bytes;
+	size_t entries_size, tags_size, strings_size, total, n = 0;
+	char *block;
+	int rc, st;
+
+	st = query_int64_pair(s,
+			      "SELECT count(*), coalesce(sum(length(CAST(address AS BLOB))"
+			      " + length(CAST(note AS BLOB))), 0) FROM pool",
+			      &npool, &pool_bytes);
+	if (st == ST_OK)
+		st = query_int64_pair(s,
+				      "SELECT count(*), coalesce(sum(length(CAST(t.key AS BLOB))"
+				      " + length(CAST(t.value AS BLOB))), 0)"
+				      " FROM pool_tags t JOIN pool p ON p.id = t.pool_id",
+				      &ntags, &tag_bytes);
+	if (st != ST_OK)
+		return st;
+	if (npool < 0 || pool_bytes < 0 || ntags < 0 || tag_bytes < 0)
+		return store_fail(s, ST_EDB, "negative pool sizes from SQLite");
+	/* Entries, then tags (both multiples of 8 bytes in size, so the tags stay aligned), then the
+	 * strings with one NUL each: address and note per entry, key and value per tag. */
+	if (__builtin_mul_overflow((uint64_t)npool, sizeof(struct snapshot_pool_entry),
+				   &entries_size) ||
+	    __builtin_mul_overflow((uint64_t)ntags, sizeof(struct snapshot_tag), &tags_size) ||
+	    __builtin_add_overflow((uint64_t)pool_bytes, (uint64_t)tag_bytes, &strings_size) ||
+	    __builtin_add_overflow(strings_size, 2 * (uint64_t)npool, &strings_size) ||
+	    __builtin_add_overflow(strings_size, 2 * (uint64_t)ntags, &strings_size) ||
+	    __builtin_add_overflow(entries_size, tags_size, &total) ||
+	    __builtin_add_overflow(total, strings_size, &total))
+		return store_fail(s, ST_ENOMEM, "pool too large for memory");
+	if (npool == 0)
+		return ST_OK;
+
+	block = calloc(1, total);
+	if (block == NULL)
+		return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
+	/* Owned by snap from here: a failure below is freed by the caller's snapshot_unref. */
+	snap->pool = (struct snapshot_pool_entry *)(void *)block;
+	tags = (struct snapshot_tag *)(void *)(block + entries_size);
+	a.next = block + entries_size + tags_size;
+	a.left = strings_size;
+
+	st = prepare(s,
+		     "SELECT p.id, p.address, p.family, p.prefix, p.weight, p.enabled, p.note,"
+		     " p.added, coalesce(h.cooldown_until, 0), coalesce(h.failures, 0)"
+		     " FROM pool p LEFT JOIN pool_health h ON h.pool_id = p.id ORDER BY p.id",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == (size_t)npool) {
+			st = changed_fail(s, "pool");
+			goto out;
+		}
+		st = snapshot_pool_fill(s, stmt, &a, &snap->pool[n]);
+		if (st != ST_OK)
+			goto out;
+		n++;
+		snap->npool = n;
+	}
 	if (rc != SQLITE_DONE) {
 		st = db_fail(s, rc, "SQLite");
 		goto out;
 	}
-	if (n != (size_t)count) {
-		st = store_fail(s, ST_EDB, "users table changed inside a read transaction");
+	if (n != (size_t)npool) {
+		st = changed_fail(s, "pool");
 		goto out;
 	}
+	st = snapshot_tags_load(s, snap, tags, (size_t)ntags, &a);
+out:
 	sqlite3_finalize(stmt);
-	stmt = NULL;
-	st = exec(s, "COMMIT");
+	return st;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * settings.sticky_salt (64 hex digits: the key of sticky hashing) and sticky_ttl (decimal
+ * seconds 0..604800, no sign or leading zeros, as egress/params.h takes a ttl). An absent or
+ * malformed salt leaves has_salt false, for the daemon to refuse; an absent or malformed TTL
+ * gives the default.
+ */
+static int snapshot_settings_load(struct store *s, struct snapshot *snap)
+{
+	char hex[2 * SNAPSHOT_SALT_BYTES + 2], ttl[16];
+	uint8_t salt[SNAPSHOT_SALT_BYTES];
+	bool ok = true;
+	uint32_t value = 0;
+	size_t len;
+	int st;
+
+	/* The buffer holds one character more than a good salt: a longer one is ETOOBIG or
+	 * shows up in the length. */
+	st = store_setting_get(s, "sticky_salt", hex, sizeof(hex));
+	if (st == ST_OK) {
+		ok = strlen(hex) == 2 * SNAPSHOT_SALT_BYTES;
+		for (size_t i = 0; ok && i < SNAPSHOT_SALT_BYTES; i++) {
+			int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+
+			ok = hi >= 0 && lo >= 0;
+			salt[i] = (uint8_t)(ok ? (hi << 4) | lo : 0);
+		}
+		if (ok) {
+			memcpy(snap->salt, salt, sizeof(salt));
+			snap->has_salt = true;
+		}
+		explicit_bzero(salt, sizeof(salt));
+	}
+	explicit_bzero(hex, sizeof(hex));
+	if (st != ST_OK && st != ST_ENOTFOUND && st != ST_ETOOBIG)
+		return st;
+
+	snap->sticky_ttl = SNAPSHOT_STICKY_TTL_DEFAULT;
+	st = store_setting_get(s, "sticky_ttl", ttl, sizeof(ttl));
+	if (st == ST_ENOTFOUND || st == ST_ETOOBIG)
+		return ST_OK;
+	if (st != ST_OK)
+		return st;
+	len = strlen(ttl);
+	ok = len > 0 && len <= 6 && (ttl[0] != '0' || len == 1);
+	for (size_t i = 0; ok && i < len; i++) {
+		if (ttl[i] < '0' || ttl[i] > '9')
+			ok = false;
+		else
+			value = value * 10 + (uint32_t)(ttl[i] - '0');
+	}
+	if (ok && value <= STICKY_TTL_MAX)
+		snap->sticky_ttl = value;
+	return ST_OK;
+}
+
+int store_snapshot_build(struct store *s, struct snapshot **out)
+{
+	struct snapshot *snap = NULL;
+	int st;
+
+	snap = calloc(1, sizeof(*snap));
+	if (snap == NULL)
+		return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
+	atomic_init(&snap->refs, 1);
+
+	/* One read transaction: every count and every row come from the same version of the
+	 * file, whatever the CLI commits meanwhile. */
+	st = exec(s, "BEGIN");
+	if (st != ST_OK)
+		goto out;
+	st = snapshot_users_load(s, snap);
+	if (st == ST_OK)
+		st = snapshot_pool_load(s, snap);
+	if (st == ST_OK)
+		st = snapshot_settings_load(s, snap);
+	if (st == ST_OK)
+		st = exec(s, "COMMIT");
 	if (st != ST_OK)
 		goto out;
 
@@ -808,7 +1635,6 @@ int store_snapshot_build(struct store *s, struct snapshot **out)
 	*out = snap;
 	snap = NULL; /* transferred */
 out:
-	sqlite3_finalize(stmt);
 	tx_rollback(s);
 	snapshot_unref(snap);
 	return st;

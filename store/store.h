@@ -28,7 +28,7 @@ struct store;
 #define STORE_REQUIRE_PRIVATE 0x2 /* refuse (ST_EPERM) a file that group or others may access */
 
 /* The schema version pool.db.sql creates. */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 /*
  * Open (and, with STORE_CREATE, create) the database at path; ":memory:" opens a private
@@ -97,11 +97,74 @@ NODISCARD int store_setting_get(struct store *s, const char *key, char *buf, siz
 /* Insert or replace a setting. */
 NODISCARD int store_setting_set(struct store *s, const char *key, const char *value);
 
+/* ---- the egress pool ---- */
+
+#define STORE_POOL_TAGS_MAX 16
+#define STORE_TAG_MAX 32
+
+/* An entry to add. Tag keys: 1..32 of [a-z0-9_.]; values: 1..32 of [A-Za-z0-9_.]; one per key. */
+struct store_pool_new {
+	int family;	    /* AF_INET or AF_INET6 */
+	uint8_t addr[16];   /* network order; host bits of a prefix must be zero */
+	uint8_t prefix_len; /* 32 for IPv4; 32..128 for IPv6 (128 = one address) */
+	uint32_t weight;    /* 1..1000000 */
+	const char *note;   /* may be NULL */
+	size_t ntags;
+	const char *tag_keys[STORE_POOL_TAGS_MAX];
+	const char *tag_values[STORE_POOL_TAGS_MAX];
+};
+
+/* True when text is a valid tag key (key = true) or value, by the rule above. */
+bool store_pool_tag_valid(const char *text, bool key);
+
+/*
+ * Add entries, all or nothing (one transaction). ST_EEXIST when one is already in the pool (or
+ * twice in the list), ST_EINVAL for a bad field; in both cases *bad (when not NULL) is the index
+ * of the offending entry and nothing was written.
+ */
+NODISCARD int store_pool_add(struct store *s, const struct store_pool_new *entries, size_t n,
+			     size_t *bad);
+
+/*
+ * Select entries by their canonical address text (e.g. "192.0.2.7", "2001:db8::/64") and remove
+ * them / set enabled, all or nothing. ST_ENOTFOUND (with *bad) when one of them is not in the pool.
+ */
+NODISCARD int store_pool_remove(struct store *s, const char *const *addresses, size_t n,
+				size_t *bad);
+NODISCARD int store_pool_set_enabled(struct store *s, const char *const *addresses, size_t n,
+				     bool enabled, size_t *bad);
+
+/* Canonical text of an entry: inet_ntop, plus "/len" for an IPv6 prefix shorter than 128. */
+#define STORE_ADDRESS_MAX (46 + 4)
+void store_pool_address_text(int family, const uint8_t addr[static 16], uint8_t prefix_len,
+			     char out[static STORE_ADDRESS_MAX]);
+
+/* ---- health and usage, written by the daemon ---- */
+
+struct store_health {
+	uint32_t pool_id;
+	int64_t cooldown_until; /* Unix seconds */
+	uint32_t failures;
+};
+
+/* Upsert health rows of existing entries in one transaction (rows of removed entries are skipped). */
+NODISCARD int store_health_write(struct store *s, const struct store_health *rows, size_t n);
+
+struct store_usage {
+	const char *key; /* the egress address text, or the user name */
+	uint64_t connections, bytes_up, bytes_down, failures;
+};
+
+/* Add to the day's counters ("YYYY-MM-DD" UTC) in one transaction. */
+NODISCARD int store_usage_add(struct store *s, const char *day, const struct store_usage *egress,
+			      size_t negress, const struct store_usage *users, size_t nusers);
+
 /* ---- snapshots ---- */
 
 /*
- * Build a new immutable snapshot of everything the daemon's workers need (users, ...).
- * Reads in one transaction; allocates; returns it with one reference held by the caller.
+ * Build a new immutable snapshot of everything the daemon's workers need: users, the pool with
+ * tags and health, the sticky salt and TTL settings. Reads in one transaction; allocates; returns
+ * it with one reference held by the caller.
  */
 NODISCARD int store_snapshot_build(struct store *s, struct snapshot **out);
 
