@@ -8,7 +8,8 @@
 
 #include "base/status.h"
 
-int egress_connect(const struct addr *src, const struct addr *dst, int *fd, int *bind_failed)
+int egress_connect(const struct addr *src, const struct addr *dst, unsigned flags, int *fd,
+		   int *bind_failed)
 {
 	int one = 1;
 	int s, saved;
@@ -23,6 +24,13 @@ int egress_connect(const struct addr *src, const struct addr *dst, int *fd, int 
 		/* Reserve the port at connect(), not bind(): the 4-tuple is then what must be unique,
 		 * so one source address can carry far more than 64k connections. */
 		(void)setsockopt(s, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if ((flags & EGRESS_FREEBIND) &&
+		    (addr_family(src) == AF_INET6
+			     ? setsockopt(s, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one))
+			     : setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))) < 0) {
+			*bind_failed = 1;
+			goto fail;
+		}
 		if (bind(s, &src->u.sa, src->len) < 0) {
 			*bind_failed = 1;
 			goto fail;

@@ -13,7 +13,8 @@
 /*
  * Create a non-blocking, close-on-exec TCP socket of dst's family with TCP_NODELAY, bind it to
  * src when src is not NULL (port 0, with IP_BIND_ADDRESS_NO_PORT so the kernel picks the port at
- * connect time and thousands of connections per source do not exhaust ephemeral ports), and start
+ * connect time and thousands of connections per source do not exhaust ephemeral ports; with
+ * EGRESS_FREEBIND also IPV6_FREEBIND/IP_FREEBIND), and start
  * connecting to dst.
  *
  * ST_OK with *fd set: the connect completed or is in progress (wait for writability, then read
@@ -22,8 +23,13 @@
  * *bind_failed tells which, so callers can blame the source address rather than the target.
  * Never blocks, never logs.
  */
-NODISCARD int egress_connect(const struct addr *src, const struct addr *dst, int *fd,
-			     int *bind_failed);
+NODISCARD int egress_connect(const struct addr *src, const struct addr *dst, unsigned flags,
+			     int *fd, int *bind_failed);
+
+/* egress_connect flags */
+#define EGRESS_FREEBIND 0x1 /* src is drawn from a prefix routed to this host (`ip route add local
+			     * PREFIX dev lo`): bind it even though no interface carries it. Never
+			     * for single addresses: binding one that is not on the host must fail. */
 
 /* The pending error of a connecting socket (SO_ERROR): 0 when connected, else an errno value. */
 int egress_connect_result(int fd);
