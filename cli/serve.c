@@ -10,6 +10,8 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "cli/cli.h"
+#include "crypto/keys.h"
+#include "egress/site.h"
 #include "socks/server.h"
 #include "store/store.h"
 
@@ -70,6 +72,32 @@ static bool parse_count(const char *flag, const char *text, unsigned min, unsign
 	}
 	*out = (unsigned)v;
 	return true;
+}
+
+/* The secret key of sticky hashing: made once, at the first start, and kept in the database. */
+static int serve_ensure_salt(struct store *store)
+{
+	uint8_t salt[32];
+	char hex[2 * sizeof(salt) + 1];
+	int rc = store_setting_get(store, "sticky_salt", hex, sizeof(hex));
+
+	if (rc == ST_OK)
+		return CLI_OK;
+	if (rc != ST_ENOTFOUND) {
+		cli_error("cannot read the sticky_salt setting: %s", store_errmsg(store));
+		return CLI_FAIL;
+	}
+	keys_random(salt, sizeof(salt));
+	for (size_t i = 0; i < sizeof(salt); i++)
+		snprintf(hex + 2 * i, 3, "%02x", salt[i]);
+	explicit_bzero(salt, sizeof(salt));
+	rc = store_setting_set(store, "sticky_salt", hex);
+	explicit_bzero(hex, sizeof(hex));
+	if (rc != ST_OK) {
+		cli_error("cannot store the sticky_salt setting: %s", store_errmsg(store));
+		return CLI_FAIL;
+	}
+	return CLI_OK;
 }
 
 enum {
@@ -202,6 +230,15 @@ int cmd_serve(int argc, char **argv)
 	store = cli_store_open(path, true, true);
 	if (store == NULL)
 		return CLI_FAIL;
+	if (serve_ensure_salt(store) != CLI_OK) {
+		store_close(store);
+		return CLI_FAIL;
+	}
+	if (egress_site_init() != ST_OK) {
+		store_close(store);
+		cli_error("cannot load the Public Suffix List (libpsl)");
+		return CLI_FAIL;
+	}
 	/* A peer that vanishes must be an EPIPE from write(2), not a dead daemon. */
 	signal(SIGPIPE, SIG_IGN);
 	rc = server_new(&cfg, store, &srv, &why);
@@ -219,10 +256,13 @@ int cmd_serve(int argc, char **argv)
 
 		printf(" %s", addr_format(&bound[i], text, sizeof(text)));
 	}
-	printf("; database %s; auth %s; workers %u; private destinations %s; egress system default "
-	       "address\n",
-	       path, server_auth_mode(srv), server_workers(srv),
+	printf("; database %s; auth %s; workers %u; private destinations %s; ", path,
+	       server_auth_mode(srv), server_workers(srv),
 	       server_denies_internal(srv) ? "refused" : "allowed");
+	if (server_pool_size(srv) == 0)
+		printf("egress system default address (the pool is empty)\n");
+	else
+		printf("egress pool of %zu\n", server_pool_size(srv));
 	fflush(stdout);
 
 	rc = server_run(srv);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -23,6 +24,7 @@
 #include "base/status.h"
 #include "crypto/pwhash.h"
 #include "socks/resolve.h"
+#include "socks/route.h"
 #include "socks/throttle.h"
 #include "socks/worker.h"
 #include "store/store.h"
@@ -35,6 +37,8 @@
 #define THROTTLE_SLOTS 4096	  /* client addresses tracked for failed logins */
 #define AUTH_QUEUE_MAX 256	  /* verifications waiting for a thread */
 #define POLL_INTERVAL 1.0	  /* seconds between two looks at the database */
+#define FLUSH_INTERVAL 2.0	  /* seconds between two writes of health and usage */
+#define HEALTH_BATCH 256	  /* health rows written per statement batch */
 
 void server_config_defaults(struct server_config *cfg)
 {
@@ -304,6 +308,7 @@ static int worker_init(struct server *srv, struct worker *w, unsigned id)
 	ev_async_start(w->loop, &w->sink.async);
 	atomic_init(&w->next_snap, NULL);
 	atomic_init(&w->paused_at_cap, false);
+	usage_init(&w->usage);
 	rc = pwhash_cache_new(CACHE_SLOTS, CACHE_TTL, &w->cache);
 	if (rc != ST_OK)
 		return rc;
@@ -338,6 +343,7 @@ static void worker_destroy(struct worker *w)
 	worker_listeners_close(w);
 	resolver_free(w->resolver);
 	auth_sink_destroy(&w->sink);
+	usage_destroy(&w->usage);
 	pwhash_cache_free(w->cache);
 	snapshot_unref(w->snap);
 	snapshot_unref(atomic_exchange(&w->next_snap, NULL));
@@ -382,10 +388,76 @@ static void server_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		log_warn("cannot load the database: %s", store_errmsg(srv->store));
 		return;
 	}
+	/* The egress index is built here, on the control thread, never on a worker's loop. */
+	if (route_attach(snap, srv->current) != ST_OK) {
+		log_warn("cannot build the egress index; keeping the previous pool");
+		snapshot_unref(snap);
+		return;
+	}
 	srv->data_version = version;
 	server_publish(srv, snap);
-	log_debug("database changed: %zu users", snap->nusers);
-	snapshot_unref(snap);
+	log_debug("database changed: %zu users, %zu pool entries", snap->nusers, snap->npool);
+	snapshot_unref(srv->current);
+	srv->current = snap; /* transferred */
+}
+
+/* Write what changed in the pool's health, and the usage counted by the workers. */
+static void server_flush(struct server *srv)
+{
+	struct store_health rows[HEALTH_BATCH];
+	struct usage_map egress = { 0 }, users = { 0 };
+	struct store_usage *eu = NULL, *uu = NULL;
+	size_t n, ne = 0, nu = 0;
+	char day[16];
+	struct tm tm;
+	time_t now = time(NULL);
+
+	while ((n = route_health_changed(srv->current, rows, ARRAY_SIZE(rows))) > 0)
+		if (store_health_write(srv->store, rows, n) != ST_OK)
+			log_warn("cannot write pool health: %s", store_errmsg(srv->store));
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		struct usage_map we, wu;
+
+		usage_take(&srv->workers[i].usage, &we, &wu);
+		if (usage_map_merge(&egress, &we) != ST_OK || usage_map_merge(&users, &wu) != ST_OK)
+			log_warn("out of memory merging usage counters");
+		usage_map_free(&we);
+		usage_map_free(&wu);
+	}
+	if (egress.n == 0 && users.n == 0)
+		goto out;
+	eu = calloc(egress.n, sizeof(*eu));
+	uu = calloc(users.n, sizeof(*uu));
+	if (eu == NULL || uu == NULL) {
+		log_warn("out of memory writing usage counters");
+		goto out;
+	}
+	for (size_t i = 0; i < egress.cap; i++)
+		if (egress.rows[i].used)
+			eu[ne++] = (struct store_usage){ egress.rows[i].key, egress.rows[i].connections,
+							 egress.rows[i].bytes_up, egress.rows[i].bytes_down,
+							 egress.rows[i].failures };
+	for (size_t i = 0; i < users.cap; i++)
+		if (users.rows[i].used)
+			uu[nu++] = (struct store_usage){ users.rows[i].key, users.rows[i].connections,
+							 users.rows[i].bytes_up, users.rows[i].bytes_down,
+							 users.rows[i].failures };
+	gmtime_r(&now, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+	if (store_usage_add(srv->store, day, eu, ne, uu, nu) != ST_OK)
+		log_warn("cannot write usage counters: %s", store_errmsg(srv->store));
+out:
+	free(eu);
+	free(uu);
+	usage_map_free(&egress);
+	usage_map_free(&users);
+}
+
+static void server_flush_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	UNUSED(loop);
+	UNUSED(revents);
+	server_flush(container_of(t, struct server, flush));
 }
 
 static void server_stop(struct server *srv, int level)
@@ -527,6 +599,17 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 		*why = msg;
 		goto fail;
 	}
+	rc = route_attach(snap, NULL);
+	if (rc != ST_OK) {
+		snprintf(msg, sizeof(msg), "cannot build the egress index: %s", status_str(rc));
+		*why = msg;
+		goto fail;
+	}
+	if (!snap->has_salt) {
+		*why = "the database has no sticky_salt setting (serve makes one at start)";
+		rc = ST_EINVAL;
+		goto fail;
+	}
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		const struct addr *a = &cfg->listen[i];
 		char text[ADDR_STRLEN];
@@ -623,8 +706,10 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 	ev_signal_start(srv->loop, &srv->sigint);
 	ev_signal_start(srv->loop, &srv->sigterm);
 	srv->users_at_start = snap->nusers;
+	for (size_t i = 0; i < snap->npool; i++)
+		srv->pool_at_start += snap->pool[i].enabled;
 	server_publish(srv, snap);
-	snapshot_unref(snap);
+	srv->current = snap; /* transferred */
 	*out = srv;
 	return ST_OK;
 fail:
@@ -638,6 +723,11 @@ const struct addr *server_bound(const struct server *srv, size_t *n)
 {
 	*n = srv->nbound;
 	return srv->bound;
+}
+
+size_t server_pool_size(const struct server *srv)
+{
+	return srv->pool_at_start;
 }
 
 unsigned server_workers(const struct server *srv)
@@ -667,6 +757,8 @@ int server_run(struct server *srv)
 	ev_timer_init(&srv->grace_timer, server_grace_cb, 0., 0.);
 	ev_async_init(&srv->worker_exit, server_worker_exit_cb);
 	ev_async_start(srv->loop, &srv->worker_exit);
+	ev_timer_init(&srv->flush, server_flush_cb, FLUSH_INTERVAL, FLUSH_INTERVAL);
+	ev_timer_start(srv->loop, &srv->flush);
 
 	/* Workers never take the process's signals: the control loop handles them. */
 	sigemptyset(&block);
@@ -692,6 +784,9 @@ int server_run(struct server *srv)
 		ev_run(srv->loop, 0);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(srv->workers[i].thread, NULL);
+	/* The last counters of the connections that just ended. */
+	server_flush(srv);
+	ev_timer_stop(srv->loop, &srv->flush);
 	ev_timer_stop(srv->loop, &srv->poll);
 	ev_timer_stop(srv->loop, &srv->grace_timer);
 	ev_async_stop(srv->loop, &srv->worker_exit);
@@ -715,6 +810,7 @@ void server_free(struct server *srv)
 		if (srv->listen_fds[i] >= 0)
 			close(srv->listen_fds[i]);
 	throttle_free(srv->throttle);
+	snapshot_unref(srv->current);
 	free(srv->own_addrs);
 	if (srv->store != NULL)
 		store_close(srv->store);

@@ -59,6 +59,9 @@ unsigned server_workers(const struct server *srv);
 /* True when internal destinations and the host's own addresses are refused (REP 0x02). */
 bool server_denies_internal(const struct server *srv);
 
+/* Enabled pool entries at start (0: connections leave from the system's default address). */
+size_t server_pool_size(const struct server *srv);
+
 /* "password", "none" or "none+password": what clients must present now. */
 const char *server_auth_mode(const struct server *srv);
 

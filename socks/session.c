@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,11 +28,16 @@
 #include "base/status.h"
 #include "crypto/pwhash.h"
 #include "egress/bind.h"
+#include "egress/params.h"
+#include "egress/site.h"
 #include "socks/proto.h"
 #include "socks/resolve.h"
+#include "socks/route.h"
 #include "socks/throttle.h"
+#include "socks/usage.h"
 #include "socks/worker.h"
 #include "store/snapshot.h"
+#include "store/store.h"
 
 #define SESSION_BUF 16384    /* bytes per direction */
 #define LINGER_TIMEOUT 2.0   /* seconds an error reply may take to leave before the close */
@@ -47,6 +53,20 @@ enum session_state {
 	S_RELAY,
 	S_LINGER,
 	S_CLOSED,
+};
+
+/*
+ * What the request needs to choose and account for its source address; allocated once the
+ * username is known (or at the request, without authentication) and freed with the session.
+ */
+struct session_route {
+	struct egress_params params;   /* name, session, ttl, tag filters from the username */
+	uint8_t key[EGRESS_KEY_BYTES]; /* selection key of (user, session, site) in its window */
+	struct snapshot *snap;	       /* held from the pick until connected: candidates point in */
+	struct route_candidate cands[ROUTE_CANDIDATES];
+	uint8_t ncands, next_cand;
+	bool pool_in_use;
+	char egress[STORE_ADDRESS_MAX]; /* address connected from, for usage; "" = system default */
 };
 
 struct session {
@@ -68,6 +88,11 @@ struct session {
 	uint8_t fail_rep; /* the best REP so far while trying the targets */
 	struct resolve_query *query;
 	struct auth_job *job;
+	struct session_route *route;
+	uint64_t bytes_up, bytes_down;
+	bool connect_started; /* a CONNECT reached the connect stage: counted in usage */
+	bool relayed;	      /* ... and connected */
+	uint32_t reply_bytes; /* our own bytes in `down`, not the target's: kept out of usage */
 };
 
 static void session_advance(struct session *s);
@@ -102,6 +127,7 @@ static void session_close(struct session *s)
 /* Queue bytes for the client. Replies are tiny and `down` is empty during the handshake. */
 static void session_send(struct session *s, const uint8_t *p, size_t len)
 {
+	s->reply_bytes += (uint32_t)len;
 	if (session_buf_ready(&s->down) != ST_OK || buf_append(&s->down, p, len) != ST_OK)
 		session_close(s);
 }
@@ -154,28 +180,94 @@ static uint8_t session_rep_from_errno(int err)
 
 /* ---- connecting ------------------------------------------------------------------------------- */
 
-/* Try the remaining target addresses in order until one connects or is in progress. */
+static void session_route_release_snapshot(struct session_route *r)
+{
+	snapshot_unref(r->snap);
+	r->snap = NULL;
+}
+
+/* Errors that are the source address's fault, not the target's (issue 3, "Health"). */
+static bool session_egress_fault(int err, bool bind_failed)
+{
+	return bind_failed || err == ENETUNREACH || err == EHOSTUNREACH || err == EADDRNOTAVAIL;
+}
+
+/* The candidate being tried, or NULL when connections leave from the system's default address. */
+static const struct route_candidate *session_candidate(const struct session *s)
+{
+	const struct session_route *r = s->route;
+
+	if (r == NULL || !r->pool_in_use || r->next_cand >= r->ncands)
+		return NULL;
+	return &r->cands[r->next_cand];
+}
+
+/* Blame the current source address and move to the next candidate. */
+static void session_candidate_failed(struct session *s, int err)
+{
+	struct session_route *r = s->route;
+	const struct route_candidate *c = &r->cands[r->next_cand];
+	/* ev_now is wall-clock time (libev's ev_rt_now): Unix seconds, as the database keeps them. */
+	int64_t wait = route_entry_failed(r->snap, c->entry, (int64_t)ev_now(s->w->loop));
+
+	log_debug("egress %s failed (%s): cooling down %lld s", route_entry_address(r->snap, c->entry),
+		  strerror(err), (long long)wait);
+	r->next_cand++;
+	s->next_target = 0;
+}
+
+/*
+ * Try source addresses and target addresses until a connect is under way. For each candidate source
+ * (best first), the target's addresses of its family in order: a target that refuses is the target's
+ * fault (its next address is tried, then the client is told); a source that cannot be bound or
+ * routed is the source's fault (it cools down and the next candidate is tried).
+ */
 static void session_connect_next(struct session *s)
 {
-	while (s->next_target < s->ntargets) {
-		const struct addr *dst = &s->targets[s->next_target++];
-		int fd, bind_failed;
+	for (;;) {
+		const struct route_candidate *c = session_candidate(s);
+		bool pool = s->route != NULL && s->route->pool_in_use;
+		bool next_candidate = false;
 
-		if (server_target_denied(s->w->srv, dst)) {
-			/* Checked on the resolved address itself: a name cannot smuggle it in. */
-			log_debug("destination refused: internal or one of our own addresses");
-			s->fail_rep = SOCKS_REP_NOT_ALLOWED;
-			continue;
+		if (pool && c == NULL)
+			break; /* every candidate failed */
+		while (s->next_target < s->ntargets) {
+			const struct addr *dst = &s->targets[s->next_target++];
+			int fd, bind_failed;
+
+			if (c != NULL && addr_family(dst) != c->entry->family)
+				continue;
+			if (server_target_denied(s->w->srv, dst)) {
+				/* Checked on the resolved address itself: a name cannot smuggle it in. */
+				log_debug("destination refused: internal or one of our own addresses");
+				s->fail_rep = SOCKS_REP_NOT_ALLOWED;
+				continue;
+			}
+			/* A prefix entry's address is one of many routed here, on no interface. */
+			unsigned flags = c != NULL && c->entry->prefix_len <
+							  (c->entry->family == AF_INET6 ? 128 : 32)
+						 ? EGRESS_FREEBIND
+						 : 0;
+
+			if (egress_connect(c != NULL ? &c->src : NULL, dst, flags, &fd, &bind_failed) ==
+			    ST_OK) {
+				s->tfd = fd;
+				s->state = S_CONNECTING;
+				ev_io_set(&s->t_read, fd, EV_READ);
+				ev_io_set(&s->t_write, fd, EV_WRITE);
+				return;
+			}
+			if (c != NULL && session_egress_fault(errno, bind_failed)) {
+				s->fail_rep = session_rep_from_errno(errno);
+				session_candidate_failed(s, errno);
+				next_candidate = true;
+				break;
+			}
+			s->fail_rep = session_rep_from_errno(errno);
+			log_debug("connect failed at once: %s", strerror(errno));
 		}
-		if (egress_connect(NULL, dst, &fd, &bind_failed) == ST_OK) {
-			s->tfd = fd;
-			s->state = S_CONNECTING;
-			ev_io_set(&s->t_read, fd, EV_READ);
-			ev_io_set(&s->t_write, fd, EV_WRITE);
-			return;
-		}
-		s->fail_rep = session_rep_from_errno(errno);
-		log_debug("connect failed at once: %s", strerror(errno));
+		if (!next_candidate)
+			break; /* the target's addresses are exhausted: the target is at fault */
 	}
 	session_reply_fail(s, s->fail_rep);
 }
@@ -191,14 +283,61 @@ static void session_connected(struct session *s)
 		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
 		return;
 	}
+	if (s->route != NULL) {
+		const struct route_candidate *c = session_candidate(s);
+
+		if (c != NULL) {
+			route_entry_ok(s->route->snap, c->entry);
+			snprintf(s->route->egress, sizeof(s->route->egress), "%s",
+				 route_entry_address(s->route->snap, c->entry));
+		}
+		/* The pool may change under a long relay: keep nothing of this snapshot. */
+		session_route_release_snapshot(s->route);
+	}
 	/* RFC 1928 §6: BND.ADDR/BND.PORT are the address the server assigned to connect. */
 	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &bnd);
 	session_send(s, reply, n);
 	if (s->state == S_CLOSED)
 		return;
 	s->state = S_RELAY;
+	s->relayed = true;
 	s->last_active = ev_now(s->w->loop);
 	session_timer_set(s, s->w->srv->cfg.idle_timeout);
+}
+
+/* Route the request: rank source addresses for the families the target has. */
+static void session_route_and_connect(struct session *s)
+{
+	struct session_route *r = s->route;
+	unsigned families = 0;
+	int n;
+
+	s->next_target = 0;
+	s->connect_started = true;
+	if (r == NULL || route_pool_empty(s->w->snap)) {
+		if (r != NULL)
+			r->pool_in_use = false;
+		session_connect_next(s); /* empty pool: the system's default address */
+		return;
+	}
+	for (size_t i = 0; i < s->ntargets; i++)
+		families |= addr_family(&s->targets[i]) == AF_INET6 ? EGRESS_FAMILY_V6
+								     : EGRESS_FAMILY_V4;
+	r->snap = snapshot_ref(s->w->snap);
+	r->pool_in_use = true;
+	r->next_cand = 0;
+	n = route_rank(r->snap, r->key, families, &r->params, (int64_t)ev_now(s->w->loop), r->cands,
+		       ARRAY_SIZE(r->cands));
+	if (n <= 0) {
+		/* Tags that match nothing: not allowed by ruleset. No source of the target's
+		 * families: unreachable, never the default address by accident. */
+		log_debug("no egress address: %s", status_str(n));
+		session_reply_fail(s, n == ST_EPERM ? SOCKS_REP_NOT_ALLOWED
+						    : SOCKS_REP_HOST_UNREACHABLE);
+		return;
+	}
+	r->ncands = (uint8_t)n;
+	session_connect_next(s);
 }
 
 static void session_resolved(void *arg, int status, const struct addr *addrs, size_t n)
@@ -212,10 +351,38 @@ static void session_resolved(void *arg, int status, const struct addr *addrs, si
 	} else {
 		s->ntargets = (uint8_t)MIN(n, (size_t)RESOLVE_MAX_ADDRS);
 		memcpy(s->targets, addrs, s->ntargets * sizeof(*addrs));
-		s->next_target = 0;
-		session_connect_next(s);
+		session_route_and_connect(s);
 	}
 	session_settle(s);
+}
+
+/* The route of a request without a username: an empty user and no parameters. */
+static int session_route_ready(struct session *s)
+{
+	if (s->route == NULL)
+		s->route = calloc(1, sizeof(*s->route));
+	return s->route != NULL ? ST_OK : ST_ENOMEM;
+}
+
+/* The selection key: keyed hash of (user, session, site), site from the name as the client sent it. */
+static void session_route_key(struct session *s, const struct socks_target *dst)
+{
+	char site[EGRESS_SITE_MAX];
+	struct addr literal;
+	uint32_t ttl;
+
+	if (dst->atyp == SOCKS_ATYP_DOMAIN) {
+		if (egress_site_of_name(dst->u.domain.name, site) != ST_OK)
+			site[0] = '\0';
+	} else {
+		if (dst->atyp == SOCKS_ATYP_IPV4)
+			addr_from_ipv4(&literal, dst->u.ipv4, 0);
+		else
+			addr_from_ipv6(&literal, dst->u.ipv6, 0);
+		egress_site_of_addr(&literal, site);
+	}
+	route_key(s->w->snap, s->route->params.name, &s->route->params, site, (int64_t)ev_now(s->w->loop),
+		  s->route->key, &ttl);
 }
 
 static void session_request(struct session *s, const struct socks_request *req)
@@ -230,6 +397,11 @@ static void session_request(struct session *s, const struct socks_request *req)
 	session_timer_set(s, s->w->srv->cfg.connect_timeout);
 	s->fail_rep = SOCKS_REP_GENERAL_FAILURE;
 	s->next_target = 0;
+	if (session_route_ready(s) != ST_OK) {
+		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
+		return;
+	}
+	session_route_key(s, dst);
 	switch (dst->atyp) {
 	case SOCKS_ATYP_IPV4:
 		addr_from_ipv4(&s->targets[0], dst->u.ipv4, dst->port);
@@ -256,7 +428,7 @@ static void session_request(struct session *s, const struct socks_request *req)
 		return;
 	}
 	}
-	session_connect_next(s);
+	session_route_and_connect(s);
 }
 
 /* ---- authentication --------------------------------------------------------------------------- */
@@ -299,7 +471,8 @@ static void session_auth_submit(struct session *s, const char *hash, bool decoy,
 		session_auth_fail(s);
 		return;
 	}
-	memcpy(job->user, a->user, (size_t)a->ulen + 1);
+	/* The user name without its parameters: a new session id must not cost a new hash. */
+	snprintf(job->user, sizeof(job->user), "%s", s->route->params.name);
 	memcpy(job->hash, hash, sizeof(job->hash));
 	memcpy(job->pass, a->pass, (size_t)a->plen + 1);
 	job->plen = a->plen;
@@ -323,19 +496,30 @@ static void session_auth(struct session *s, const struct socks_auth *a)
 	struct server *srv = w->srv;
 	const struct snapshot_user *u;
 	double now = ev_now(w->loop);
+	const char *why;
 
+	/* A NUL inside the name or password (lengths are authoritative) can match nothing. */
+	if (strlen(a->user) != a->ulen || strlen(a->pass) != a->plen) {
+		session_auth_fail(s);
+		return;
+	}
+	if (session_route_ready(s) != ST_OK) {
+		session_auth_fail(s);
+		return;
+	}
+	/* NAME-session-ID-ttl-N-...: a malformed parameter fails the login like a bad password. */
+	if (egress_params_parse(a->user, &s->route->params, &why) != ST_OK) {
+		log_debug("username refused: %s", why);
+		session_auth_fail(s);
+		return;
+	}
 	if (w->snap->nusers == 0) {
 		/* No user exists and no-auth is allowed here (checked at the method choice): the
 		 * credentials cannot be checked against anything, so they are not. */
 		session_auth_ok(s);
 		return;
 	}
-	/* A NUL inside the name or password (lengths are authoritative) can match nothing. */
-	if (strlen(a->user) != a->ulen || strlen(a->pass) != a->plen) {
-		session_auth_fail(s);
-		return;
-	}
-	u = snapshot_user_find(w->snap, a->user);
+	u = snapshot_user_find(w->snap, s->route->params.name);
 	if (u != NULL && !u->enabled)
 		u = NULL;
 	if (u != NULL && pwhash_cache_check(w->cache, u->name, a->pass, a->plen, u->hash, now)) {
@@ -486,14 +670,15 @@ static ssize_t session_read(int fd, struct buf *b)
 	return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : -2;
 }
 
-/* Write as much of b to fd as the socket takes. false on a write error. */
-static bool session_write(int fd, struct buf *b)
+/* Write as much of b to fd as the socket takes, adding what went to *count. false on a write error. */
+static bool session_write(int fd, struct buf *b, uint64_t *count)
 {
 	while (!buf_empty(b)) {
 		ssize_t n = write(fd, buf_data(b), buf_len(b));
 
 		if (n > 0) {
 			buf_consume(b, (size_t)n);
+			*count += (uint64_t)n;
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -510,7 +695,7 @@ static void session_flush(struct session *s)
 {
 	if (s->state == S_CLOSED)
 		return;
-	if (!session_write(s->cfd, &s->down)) {
+	if (!session_write(s->cfd, &s->down, &s->bytes_down)) {
 		session_close(s);
 		return;
 	}
@@ -525,7 +710,7 @@ static void session_flush(struct session *s)
 	}
 	if (s->state != S_RELAY)
 		return;
-	if (!session_write(s->tfd, &s->up)) {
+	if (!session_write(s->tfd, &s->up, &s->bytes_up)) {
 		session_close(s);
 		return;
 	}
@@ -620,6 +805,8 @@ static void session_target_write_cb(struct ev_loop *loop, ev_io *io, int revents
 			ev_io_stop(s->w->loop, &s->t_write);
 			close(s->tfd);
 			s->tfd = -1;
+			if (session_candidate(s) != NULL && session_egress_fault(err, false))
+				session_candidate_failed(s, err);
 			session_connect_next(s);
 		}
 	} else {
@@ -689,6 +876,15 @@ static void session_free(struct session *s)
 		resolve_cancel(s->query);
 	if (s->job != NULL)
 		s->job->owner = NULL; /* orphaned: freed when it comes back */
+	if (s->connect_started)
+		usage_add(&w->usage, s->route != NULL ? s->route->params.name : "",
+			  s->route != NULL ? s->route->egress : "", s->bytes_up,
+			  s->bytes_down > s->reply_bytes ? s->bytes_down - s->reply_bytes : 0,
+			  !s->relayed);
+	if (s->route != NULL) {
+		session_route_release_snapshot(s->route);
+		free(s->route);
+	}
 	close(s->cfd);
 	if (s->tfd >= 0)
 		close(s->tfd);

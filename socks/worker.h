@@ -16,6 +16,7 @@
 
 #include "socks/auth.h"
 #include "socks/server.h"
+#include "socks/usage.h"
 
 struct session;
 struct snapshot;
@@ -52,6 +53,8 @@ struct worker {
 
 	struct session *sessions; /* every open session, for the forced close at shutdown */
 	unsigned nsessions;
+
+	struct usage usage; /* counters since the control thread's last flush */
 };
 
 struct server {
@@ -59,10 +62,12 @@ struct server {
 	struct store *store;
 	struct ev_loop *loop; /* control loop: signals, database poll */
 	ev_signal sigint, sigterm;
-	ev_timer poll, grace_timer;
+	ev_timer poll, grace_timer, flush;
 	ev_async worker_exit;
 	int64_t data_version;
 	size_t users_at_start; /* for the banner */
+	size_t pool_at_start;  /* for the banner: enabled pool entries */
+	struct snapshot *current; /* the newest snapshot: health is carried over from it */
 
 	struct worker *workers;
 	unsigned nworkers;
