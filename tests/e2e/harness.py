@@ -14,12 +14,21 @@ What is here, and what each piece guarantees:
   source that sends deterministic bytes; an HTTP server with a known body.
 - A raw SOCKS5 client: byte builders for greeting / RFC 1929 credentials / request, reply readers that
   read exactly the bytes of one message, and helpers that read exactly n bytes with a deadline.
-Only loopback addresses are ever used.
+- The egress pool (issue 3): pool_cli()/pool_add()/pool_list() run `shroud pool ...`; db_query()/db_dump() read
+  a database read-only (usage counters); egress_attempt() is one login + CONNECT that reports where it
+  ended (method, auth status, REP, or the source address the echo target saw); egress_source() asserts
+  success and returns that source; run_parallel() spreads many attempts over a few threads;
+  skip_file() ends a file that cannot run here as skipped.
+Only loopback addresses are ever connected to. Pool entries outside loopback (documentation ranges,
+192.0.2.0/24, 2001:db8::/32) appear only as CLI arguments, as an address whose bind must fail, or as
+local addresses inside a network namespace a test creates.
 """
 import argparse
+import concurrent.futures
 import hashlib
 import http.server
 import ipaddress
+import json
 import os
 import queue
 import re
@@ -29,6 +38,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -37,6 +47,7 @@ import threading
 import time
 import traceback
 import unittest
+import urllib.request
 
 BINARY = None            # set by main() from --binary
 BANNER_TIMEOUT = 20.0    # seconds to wait for the readiness line
@@ -999,6 +1010,159 @@ def check_serves(proxy, echo, user=None, password=None, timeout=IO_TIMEOUT):
         echo_check(s, os.urandom(1024), timeout)
     finally:
         s.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the egress pool (issue 3)
+
+
+def pool_cli(db, *args, **kw):
+    """`shroud pool ARGS... --db DB`; returns the CliResult (never raises on a non-zero exit)."""
+    return cli("pool", *(list(args) + ["--db", db]), **kw)
+
+
+def pool_add(db, *args):
+    """`shroud pool add ARGS... --db DB`; asserts exit 0 and stdout `added N`; returns N."""
+    r = pool_cli(db, "add", *args)
+    m = re.fullmatch(r"added (\d+)\n?", r.out)
+    if r.rc != 0 or m is None:
+        raise AssertionError("pool add failed or did not print 'added N': %r" % r)
+    return int(m.group(1))
+
+
+def pool_list(db):
+    """`shroud pool list --json --db DB`, parsed; asserts exit 0 and a JSON array."""
+    r = pool_cli(db, "list", "--json")
+    if r.rc != 0:
+        raise AssertionError("pool list --json failed: %r" % r)
+    try:
+        data = json.loads(r.out)
+    except ValueError as e:
+        raise AssertionError("pool list --json is not JSON (%s): %r" % (e, r))
+    if not isinstance(data, list):
+        raise AssertionError("pool list --json is not an array: %r" % r)
+    return data
+
+
+def pool_entries(db):
+    """pool_list() as {address: entry}; asserts the addresses are unique."""
+    entries = pool_list(db)
+    by = {e["address"]: e for e in entries}
+    if len(by) != len(entries):
+        raise AssertionError("pool list --json repeats an address: %r" % entries)
+    return by
+
+
+def db_query(db, sql, params=()):
+    """Run one read-only query (SQLite URI mode=ro) and return the rows as dicts. Only for
+    observing what the daemon wrote (usage counters); the tests never write the database."""
+    con = sqlite3.connect("file:%s?mode=ro" % urllib.request.pathname2url(db), uri=True, timeout=10)
+    try:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute(sql, params).fetchall()]
+    finally:
+        con.close()
+
+
+def db_dump(db):
+    """The whole database as SQL text (read-only), to assert what it does not contain."""
+    con = sqlite3.connect("file:%s?mode=ro" % urllib.request.pathname2url(db), uri=True, timeout=10)
+    try:
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+class Attempt:
+    """Where one login + CONNECT through the proxy ended. stage: 'method' (server chose `method`,
+    not 0x02), 'auth' (RFC 1929 status `auth` != 0), 'reply' (REP `reply.rep` != 0) or 'ok' (REP 0,
+    `src` = (ip, port) the echo target saw, payload echoed, both sides closed cleanly)."""
+
+    def __init__(self, user):
+        self.user = user
+        self.stage, self.method, self.auth, self.reply, self.src = None, None, None, None, None
+
+    @property
+    def ok(self):
+        return self.stage == "ok"
+
+    def __repr__(self):
+        if self.stage == "method":
+            return "Attempt(%r: server chose method %#04x)" % (self.user, self.method)
+        if self.stage == "auth":
+            return "Attempt(%r: auth status %#04x)" % (self.user, self.auth)
+        if self.stage == "reply":
+            return "Attempt(%r: %r)" % (self.user, self.reply)
+        return "Attempt(%r: ok from %s port %s)" % (self.user, self.src[0], self.src[1])
+
+
+def egress_attempt(proxy, host, port, user, password, source=None, payload=b"ping\n",
+                   timeout=IO_TIMEOUT):
+    """Offer only method 0x02, log in as `user` (parameters and all), CONNECT to (host, port) — an
+    EchoServer — and, on success, read its SRC line, round-trip `payload`, half-close and wait
+    for the target's EOF (so the daemon has finished the connection when this returns). On success
+    also asserts that the reply's BND is the source the target saw. Returns an Attempt."""
+    a = Attempt(user)
+    s = tcp_connect(proxy, timeout, source=source)
+    try:
+        s.sendall(greeting(0x02))                      # VER=5 NMETHODS=1 [02 username/password]
+        a.method = read_method(s, timeout)
+        if a.method != 0x02:
+            a.stage = "method"
+            return a
+        s.sendall(userpass(user, password))            # RFC 1929: 01 ULEN UNAME PLEN PASSWD
+        a.auth = read_auth_status(s, timeout)
+        if a.auth != 0:
+            a.stage = "auth"
+            return a
+        s.sendall(connect_request(host, port))
+        a.reply = read_reply(s, timeout)
+        if a.reply.rep != 0:
+            a.stage = "reply"
+            return a
+        line = recv_line(s, timeout)
+        m = re.fullmatch(rb"SRC (\S+) (\d+)\n", line)
+        if m is None:
+            raise AssertionError("echo target's first line is not 'SRC ip port': %r" % line)
+        a.src = (m.group(1).decode(), int(m.group(2)))
+        if (a.reply.host, a.reply.port) != a.src:
+            raise AssertionError("%r: BND %s port %s is not the source the target saw (%s port %s)"
+                                 % (user, a.reply.host, a.reply.port, a.src[0], a.src[1]))
+        if payload:
+            echo_check(s, payload, timeout)
+        s.shutdown(socket.SHUT_WR)
+        rest = recv_all(s, timeout)
+        if rest:
+            raise AssertionError("%r: unexpected bytes after the echo: %r" % (user, rest[:64]))
+        a.stage = "ok"
+        return a
+    finally:
+        s.close()
+
+
+def egress_source(proxy, echo_addr, user, password, target_host=None, **kw):
+    """egress_attempt() to an EchoServer that must succeed; returns the source IP it saw."""
+    host = target_host or echo_addr[0]
+    a = egress_attempt(proxy, host, echo_addr[1], user, password, **kw)
+    if not a.ok:
+        raise AssertionError("CONNECT %s:%s as %r failed: %r" % (host, echo_addr[1], user, a))
+    return a.src[0]
+
+
+def run_parallel(fn, items, workers=4):
+    """[fn(x) for x in items], spread over `workers` threads; results in the order of items.
+    The first exception is re-raised."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
+        return list(ex.map(fn, items))
+
+
+def skip_file(reason):
+    """End a test file that cannot run on this host: print `skipped: REASON` and the final line
+    `0 passed, 0 failed, 1 skipped`, exit 0."""
+    print("skipped: %s" % reason)
+    print("0 passed, 0 failed, 1 skipped")
+    sys.stdout.flush()
+    sys.exit(0)
 
 
 # --------------------------------------------------------------------------------------------
