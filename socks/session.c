@@ -65,6 +65,7 @@ struct session_route {
 	struct snapshot *snap;	       /* held from the pick until connected: candidates point in */
 	struct route_candidate cands[ROUTE_CANDIDATES];
 	uint8_t ncands, next_cand;
+	uint8_t suspects; /* bit i: candidate i met an unreachable route; blamed if another works */
 	bool pool_in_use;
 	char egress[STORE_ADDRESS_MAX]; /* address connected from, for usage; "" = system default */
 };
@@ -186,10 +187,22 @@ static void session_route_release_snapshot(struct session_route *r)
 	r->snap = NULL;
 }
 
-/* Errors that are the source address's fault, not the target's (issue 3, "Health"). */
-static bool session_egress_fault(int err, bool bind_failed)
+/*
+ * Whose fault is a failed connect? A source address that cannot be bound (EADDRNOTAVAIL: it is not
+ * on this host) is at fault for sure. An unreachable route (ENETUNREACH, EHOSTUNREACH) may be the
+ * source's (its prefix is not routed upstream) or the destination's (a dead host, a multicast
+ * address): the next candidate is tried, and the source is blamed only if another one then reaches
+ * the same target. So a client cannot cool the whole pool down by asking for unreachable targets.
+ */
+enum session_blame { BLAME_TARGET, BLAME_SOURCE, BLAME_SUSPECT };
+
+static enum session_blame session_blame_of(int err, bool bind_failed)
 {
-	return bind_failed || err == ENETUNREACH || err == EHOSTUNREACH || err == EADDRNOTAVAIL;
+	if (bind_failed || err == EADDRNOTAVAIL)
+		return BLAME_SOURCE;
+	if (err == ENETUNREACH || err == EHOSTUNREACH)
+		return BLAME_SUSPECT;
+	return BLAME_TARGET;
 }
 
 /* The candidate being tried, or NULL when connections leave from the system's default address. */
@@ -202,16 +215,25 @@ static const struct route_candidate *session_candidate(const struct session *s)
 	return &r->cands[r->next_cand];
 }
 
-/* Blame the current source address and move to the next candidate. */
-static void session_candidate_failed(struct session *s, int err)
+static void session_cool_down(struct session *s, unsigned i, int err)
 {
 	struct session_route *r = s->route;
-	const struct route_candidate *c = &r->cands[r->next_cand];
 	/* ev_now is wall-clock time (libev's ev_rt_now): Unix seconds, as the database keeps them. */
-	int64_t wait = route_entry_failed(r->snap, c->entry, (int64_t)ev_now(s->w->loop));
+	int64_t wait = route_entry_failed(r->snap, r->cands[i].entry, (int64_t)ev_now(s->w->loop));
 
-	log_debug("egress %s failed (%s): cooling down %lld s", route_entry_address(r->snap, c->entry),
-		  strerror(err), (long long)wait);
+	log_debug("egress %s failed (%s): cooling down %lld s",
+		  route_entry_address(r->snap, r->cands[i].entry), strerror(err), (long long)wait);
+}
+
+/* The current source failed: blame it now or keep it as a suspect, and move to the next one. */
+static void session_candidate_failed(struct session *s, enum session_blame blame, int err)
+{
+	struct session_route *r = s->route;
+
+	if (blame == BLAME_SOURCE)
+		session_cool_down(s, r->next_cand, err);
+	else
+		r->suspects |= (uint8_t)(1u << r->next_cand);
 	r->next_cand++;
 	s->next_target = 0;
 }
@@ -257,9 +279,9 @@ static void session_connect_next(struct session *s)
 				ev_io_set(&s->t_write, fd, EV_WRITE);
 				return;
 			}
-			if (c != NULL && session_egress_fault(errno, bind_failed)) {
+			if (c != NULL && session_blame_of(errno, bind_failed) != BLAME_TARGET) {
 				s->fail_rep = session_rep_from_errno(errno);
-				session_candidate_failed(s, errno);
+				session_candidate_failed(s, session_blame_of(errno, bind_failed), errno);
 				next_candidate = true;
 				break;
 			}
@@ -287,6 +309,10 @@ static void session_connected(struct session *s)
 		const struct route_candidate *c = session_candidate(s);
 
 		if (c != NULL) {
+			/* Another source reached the target: the suspects' routes were at fault. */
+			for (unsigned i = 0; i < s->route->next_cand; i++)
+				if (s->route->suspects & (1u << i))
+					session_cool_down(s, i, ENETUNREACH);
 			route_entry_ok(s->route->snap, c->entry);
 			snprintf(s->route->egress, sizeof(s->route->egress), "%s",
 				 route_entry_address(s->route->snap, c->entry));
@@ -805,8 +831,8 @@ static void session_target_write_cb(struct ev_loop *loop, ev_io *io, int revents
 			ev_io_stop(s->w->loop, &s->t_write);
 			close(s->tfd);
 			s->tfd = -1;
-			if (session_candidate(s) != NULL && session_egress_fault(err, false))
-				session_candidate_failed(s, err);
+			if (session_candidate(s) != NULL && session_blame_of(err, false) != BLAME_TARGET)
+				session_candidate_failed(s, session_blame_of(err, false), err);
 			session_connect_next(s);
 		}
 	} else {
