@@ -34,6 +34,10 @@ extern const char *cli_progname;
 /* Print "shroud: <message>" to stderr. */
 void cli_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
+/* Parse a decimal whole number min..max (digits only: no sign, no spaces) given to flag.
+ * true, or false with a message naming the flag and the value. */
+bool cli_parse_count(const char *flag, const char *text, unsigned min, unsigned max, unsigned *out);
+
 /* The database path: the --db value if given, else $SHROUD_DB, else "./shroud.db". */
 const char *cli_db_path(const char *flag_value);
 

@@ -26,6 +26,23 @@ void cli_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+bool cli_parse_count(const char *flag, const char *text, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long v = 0;
+	char *end = NULL;
+
+	/* strtoul would take a sign or leading spaces: digits only. */
+	errno = 0;
+	if (text[0] >= '0' && text[0] <= '9')
+		v = strtoul(text, &end, 10);
+	if (end == NULL || *end != '\0' || errno != 0 || v < min || v > max) {
+		cli_error("%s: '%s' is not a whole number from %u to %u", flag, text, min, max);
+		return false;
+	}
+	*out = (unsigned)v;
+	return true;
+}
+
 const char *cli_db_path(const char *flag_value)
 {
 	const char *env;

@@ -196,22 +196,16 @@ static int pool_tag_parse(struct pool_args *a, const char *text)
 
 static int pool_weight_parse(struct pool_args *a, const char *text)
 {
-	unsigned long v;
-	char *end;
+	unsigned v;
 
 	if (a->has_weight) {
 		cli_error("--weight: given twice");
 		return CLI_USAGE;
 	}
-	/* strtoul would take a sign or leading spaces: digits only. */
-	errno = 0;
-	v = text[0] >= '0' && text[0] <= '9' ? strtoul(text, &end, 10) : 0;
-	if (v < 1 || v > POOL_WEIGHT_MAX || errno != 0 || *end != '\0') {
-		cli_error("--weight: '%s' is not a whole number from 1 to %d", text, POOL_WEIGHT_MAX);
+	if (!cli_parse_count("--weight", text, 1, POOL_WEIGHT_MAX, &v))
 		return CLI_USAGE;
-	}
 	a->has_weight = true;
-	a->weight = (uint32_t)v;
+	a->weight = v;
 	return CLI_OK;
 }
 

@@ -58,22 +58,6 @@ static bool parse_seconds(const char *flag, const char *text, double *out)
 	return true;
 }
 
-static bool parse_count(const char *flag, const char *text, unsigned min, unsigned max,
-			unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(text, &end, 10);
-	if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max) {
-		cli_error("%s: '%s' is not a whole number from %u to %u", flag, text, min, max);
-		return false;
-	}
-	*out = (unsigned)v;
-	return true;
-}
-
 /* The secret key of sticky hashing: made once, at the first start, and kept in the database. */
 static int serve_ensure_salt(struct store *store)
 {
@@ -177,11 +161,11 @@ int cmd_serve(int argc, char **argv)
 								       : SERVER_PRIVATE_DENY;
 			break;
 		case OPT_WORKERS:
-			if (!parse_count("--workers", optarg, 1, 256, &cfg.workers))
+			if (!cli_parse_count("--workers", optarg, 1, 256, &cfg.workers))
 				return CLI_USAGE;
 			break;
 		case OPT_MAX_CONNS:
-			if (!parse_count("--max-conns", optarg, 1, 10000000, &cfg.max_conns))
+			if (!cli_parse_count("--max-conns", optarg, 1, 10000000, &cfg.max_conns))
 				return CLI_USAGE;
 			break;
 		case OPT_HANDSHAKE:
