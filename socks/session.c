@@ -650,6 +650,9 @@ static void session_advance(struct session *s)
 				session_fail(s, reply, sizeof(reply));
 				return;
 			}
+			/* The password has been copied out: wipe it from the buffer at once, so no
+			 * freed or reused buffer ever holds it. */
+			explicit_bzero(s->up.base + s->up.head, (size_t)n);
 			buf_consume(&s->up, (size_t)n);
 			session_auth(s, &a);
 			explicit_bzero(&a, sizeof(a));
@@ -914,8 +917,9 @@ static void session_free(struct session *s)
 	close(s->cfd);
 	if (s->tfd >= 0)
 		close(s->tfd);
-	/* The handshake may have left credentials in the buffer. */
-	if (s->up.base != NULL)
+	/* A login that never completed may have left part of a password in the buffer (a
+	 * completed one was wiped as it was parsed). */
+	if (s->up.base != NULL && s->method == SOCKS_METHOD_USERPASS && !s->relayed)
 		explicit_bzero(s->up.base, s->up.cap);
 	buf_free(&s->up);
 	buf_free(&s->down);
@@ -949,6 +953,14 @@ static void session_settle(struct session *s)
 	}
 	handshake = s->state == S_GREETING || s->state == S_AUTH || s->state == S_REQUEST;
 	relay = s->state == S_RELAY;
+	if (relay) {
+		/* An idle relay holds no buffer: memory follows the bytes in flight, not the number of
+		 * open connections. The next read allocates again. */
+		if (s->up.base != NULL && buf_empty(&s->up))
+			buf_free(&s->up);
+		if (s->down.base != NULL && buf_empty(&s->down))
+			buf_free(&s->down);
+	}
 	linger = s->state == S_LINGER;
 	session_watch(loop, &s->c_read,
 		      linger || ((handshake || relay) && !s->c_eof && session_buf_has_room(&s->up)));
