@@ -26,6 +26,7 @@ struct cli_command {
 
 int cmd_serve(int argc, char **argv);
 int cmd_user(int argc, char **argv);
+int cmd_config(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 
 /* The program name for messages ("shroud"). */

@@ -10,6 +10,7 @@ static const struct cli_command commands[] = {
 	{ "serve", cmd_serve, "run the SOCKS5 proxy" },
 	{ "user", cmd_user, "manage the users that may log in (add, rm, passwd, list, ...)" },
 	{ "pool", cmd_pool, "manage the egress addresses connections leave from (add, rm, list, ...)" },
+	{ "config", cmd_config, "show or set daemon-wide settings (sticky-ttl)" },
 };
 
 static void usage(FILE *f)

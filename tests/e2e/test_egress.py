@@ -196,6 +196,34 @@ class Selection(EgressCase):
             self.assertTrue(set(seq) <= set(POOL20), seq)
             self.assertGreaterEqual(len(set(seq)), 8, "%s: %s" % (user, seq))
 
+    def test_config_sticky_ttl_applies_to_a_running_daemon(self):
+        echo = self.echo_server()
+        d = self.pool_daemon()
+        r = harness.cli("config", "sticky-ttl", "--db", d.db)
+        self.assertEqual((r.rc, r.out), (0, "600\n"), r)
+        for bad in ("604801", "x", "1.5", ""):
+            r = harness.cli("config", "sticky-ttl", bad, "--db", d.db)
+            self.assertEqual(r.rc, 2, r)
+            self.assertIn("sticky-ttl", r.err, r)
+        self.assertEqual(harness.cli("config", "sticky-ttl", "--db", d.db).out, "600\n")
+        # sticky-ttl 0: a session without a ttl parameter now rotates per connection.
+        self.assertEqual(harness.cli("config", "sticky-ttl", "0", "--db", d.db).rc, 0)
+        user = USER + "-session-cfg"
+        seq = []
+        for _ in harness.deadline_loop(5.0, 0.05):
+            seq.append(self.src(d, user, echo))
+            if len(set(seq[-10:])) >= 4:
+                break
+        self.assertGreaterEqual(len(set(seq[-10:])), 4,
+                                "sticky-ttl 0 never reached the daemon: %s" % seq)
+        # Back to a long TTL: sticky again.
+        self.assertEqual(harness.cli("config", "sticky-ttl", "86400", "--db", d.db).rc, 0)
+        for _ in harness.deadline_loop(5.0, 0.05):
+            tail = [self.src(d, user, echo) for _ in range(5)]
+            if len(set(tail)) == 1:
+                break
+        self.assertEqual(len(set(tail)), 1, "sticky-ttl 86400 never reached the daemon: %s" % tail)
+
     def test_ttl_window_ends_and_is_redrawn(self):
         echo = self.echo_server()
         d = self.pool_daemon()
