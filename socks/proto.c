@@ -244,40 +244,50 @@ void socks_write_auth_status(uint8_t out[static 2], uint8_t status)
 	out[1] = status;
 }
 
+/*
+ * Name an IPv4 or IPv6 socket address as a target, for the encoders. A dual-stack socket names IPv4
+ * peers ::ffff:a.b.c.d; clients expect the IPv4 form, so a mapped address becomes ATYP X'01'.
+ * ST_OK, or ST_EINVAL for any other family. Only the fields socks_write_target reads are set.
+ */
+static int target_from_addr(const struct addr *a, struct socks_target *t)
+{
+	if (addr_family(a) == AF_INET) {
+		t->atyp = SOCKS_ATYP_IPV4;
+		memcpy(t->u.ipv4, &a->u.sin.sin_addr, 4);
+	} else if (addr_family(a) == AF_INET6) {
+		const struct in6_addr *a6 = &a->u.sin6.sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a6)) {
+			t->atyp = SOCKS_ATYP_IPV4;
+			memcpy(t->u.ipv4, a6->s6_addr + 12, 4);
+		} else {
+			t->atyp = SOCKS_ATYP_IPV6;
+			memcpy(t->u.ipv6, a6->s6_addr, 16);
+		}
+	} else {
+		return ST_EINVAL;
+	}
+	t->port = addr_port(a);
+	return ST_OK;
+}
+
 size_t socks_write_reply(uint8_t out[static SOCKS_REPLY_MAX], uint8_t rep, const struct addr *bnd)
 {
-	const uint8_t zero[4] = { 0, 0, 0, 0 };
-	const uint8_t *ip = zero;
-	uint8_t atyp = SOCKS_ATYP_IPV4;
-	size_t alen = 4;
-	uint16_t port = 0;
+	struct socks_target t;
 
 	/* Anything that is not IPv4 or IPv6 (NULL included) is reported as 0.0.0.0:0. */
-	if (bnd != NULL && addr_family(bnd) == AF_INET) {
-		ip = (const uint8_t *)&bnd->u.sin.sin_addr;
-		port = addr_port(bnd);
-	} else if (bnd != NULL && addr_family(bnd) == AF_INET6) {
-		const struct in6_addr *a6 = &bnd->u.sin6.sin6_addr;
-
-		port = addr_port(bnd);
-		if (IN6_IS_ADDR_V4MAPPED(a6)) {
-			/* A dual-stack socket names IPv4 peers ::ffff:a.b.c.d; clients expect the IPv4 form. */
-			ip = a6->s6_addr + 12;
-		} else {
-			atyp = SOCKS_ATYP_IPV6;
-			alen = 16;
-			ip = a6->s6_addr;
-		}
+	if (bnd == NULL || target_from_addr(bnd, &t) != ST_OK) {
+		t.atyp = SOCKS_ATYP_IPV4;
+		memset(t.u.ipv4, 0, 4);
+		t.port = 0;
 	}
 
-	/* RFC 1928 §6: VER REP RSV ATYP BND.ADDR BND.PORT */
+	/* RFC 1928 §6: VER REP RSV, then BND.ADDR BND.PORT, shaped as ATYP DST.ADDR DST.PORT (§4/§5) */
 	out[0] = SOCKS_VERSION;
 	out[1] = rep;
 	out[2] = 0x00;
-	out[3] = atyp;
-	memcpy(out + 4, ip, alen);
-	put_be16(out + 4 + alen, port);
-	return 4 + alen + 2;
+	/* An IP target needs at most 1 + 16 + 2 bytes: SOCKS_REPLY_MAX - 3 always holds it. */
+	return 3 + socks_write_target(out + 3, SOCKS_REPLY_MAX - 3, &t);
 }
 
 size_t socks_write_target(uint8_t *out, size_t cap, const struct socks_target *t)
@@ -317,4 +327,64 @@ size_t socks_write_target(uint8_t *out, size_t cap, const struct socks_target *t
 	}
 	put_be16(out + 1 + alen, t->port);
 	return need;
+}
+
+int socks_parse_udp_header(const uint8_t *p, size_t len, struct socks_udp_header *out)
+{
+	struct socks_udp_header h;
+	int n;
+
+	/* Zeroed so the padding copied out below is deterministic too. */
+	memset(&h, 0, sizeof(h));
+
+	/*
+	 * RFC 1928 §7: RSV, X'0000'. Strict, unlike a request's RSV: dropping a datagram costs the client
+	 * one datagram, not its session, and anything else at the relay port is not SOCKS traffic.
+	 */
+	if (len < 2 || p[0] != 0x00 || p[1] != 0x00)
+		return ST_EPROTO;
+
+	/* RFC 1928 §7: FRAG, the fragment number; passed through, the caller drops anything but X'00'. */
+	if (len < 3)
+		return ST_EPROTO;
+	h.frag = p[2];
+
+	/*
+	 * RFC 1928 §7: ATYP DST.ADDR DST.PORT, as in a request. The datagram is all there will ever be,
+	 * so a header cut short is malformed rather than a prefix.
+	 */
+	n = target_decode(p + 3, len - 3, &h.dst);
+	if (n == ST_NEED_MORE)
+		return ST_EPROTO;
+	if (n < 0)
+		return n;
+
+	memcpy(out, &h, sizeof(*out));
+	return 3 + n;
+}
+
+size_t socks_write_udp_header_target(uint8_t *out, size_t cap, const struct socks_target *t)
+{
+	size_t n;
+
+	if (cap < 3)
+		return 0;
+	/* RFC 1928 §7: ATYP DST.ADDR DST.PORT; first, so that a refused target leaves out untouched. */
+	n = socks_write_target(out + 3, cap - 3, t);
+	if (n == 0)
+		return 0;
+	/* RFC 1928 §7: RSV X'0000', FRAG X'00' (a whole datagram: this codec never fragments) */
+	out[0] = 0x00;
+	out[1] = 0x00;
+	out[2] = 0x00;
+	return 3 + n;
+}
+
+size_t socks_write_udp_header(uint8_t *out, size_t cap, const struct addr *src)
+{
+	struct socks_target t;
+
+	if (target_from_addr(src, &t) != ST_OK)
+		return 0;
+	return socks_write_udp_header_target(out, cap, &t);
 }

@@ -8,6 +8,8 @@
  *   other ST_E*      the input can never become a valid message
  * On anything but success the output struct is left exactly as it was.
  * Parsers never read past len and never trust a length byte beyond what is present.
+ * The one exception to "need more" is socks_parse_udp_header: a UDP datagram arrives whole, so a
+ * short one is malformed (ST_EPROTO), never a prefix.
  */
 #ifndef SHROUD_SOCKS_PROTO_H
 #define SHROUD_SOCKS_PROTO_H
@@ -61,6 +63,7 @@
 #define SOCKS_AUTH_MAX (3 + SOCKS_USER_MAX + SOCKS_PASS_MAX)
 #define SOCKS_REQUEST_MAX (4 + 1 + SOCKS_DOMAIN_MAX + 2)
 #define SOCKS_REPLY_MAX (4 + 16 + 2)
+#define SOCKS_UDP_HEADER_MAX (3 + 1 + 1 + SOCKS_DOMAIN_MAX + 2)
 
 /* RFC 1928 §3: VER NMETHODS METHODS. Only the methods this server knows are kept, as flags. */
 struct socks_greeting {
@@ -95,6 +98,12 @@ struct socks_target {
 /* RFC 1928 §4: VER CMD RSV ATYP DST.ADDR DST.PORT. */
 struct socks_request {
 	uint8_t cmd; /* SOCKS_CMD_* */
+	struct socks_target dst;
+};
+
+/* RFC 1928 §7: RSV FRAG ATYP DST.ADDR DST.PORT, the header of one UDP datagram (DATA follows). */
+struct socks_udp_header {
+	uint8_t frag; /* 0 = a whole datagram; fragments are not supported (callers drop them) */
 	struct socks_target dst;
 };
 
@@ -145,5 +154,33 @@ size_t socks_write_target(uint8_t *out, size_t cap, const struct socks_target *t
 
 /* Parse ATYP DST.ADDR DST.PORT alone (same contract and errors as the tail of a request). */
 NODISCARD int socks_parse_target(const uint8_t *p, size_t len, struct socks_target *out);
+
+/*
+ * Parse the header at the start of one UDP datagram of len bytes (RFC 1928 §7). The whole datagram
+ * is present (UDP has no "need more"), so this never returns ST_NEED_MORE. Returns the header length
+ * n, 8..SOCKS_UDP_HEADER_MAX (DATA is the len - n bytes at p + n, possibly none), or, in wire order:
+ *   ST_EPROTO      RSV is not X'0000', or the datagram ends inside the header
+ *   ST_EADDRTYPE   ATYP is not 1, 3 or 4
+ *   ST_EPROTO      a domain of length 0, or a NUL inside the domain
+ * RSV is checked strictly, unlike a request's: a malformed datagram is only dropped (no session is
+ * closed over it), and stray non-SOCKS traffic at the relay port is refused at the first bytes.
+ * FRAG is passed through as sent; this codec does not reassemble, callers drop anything but 0.
+ */
+NODISCARD int socks_parse_udp_header(const uint8_t *p, size_t len, struct socks_udp_header *out);
+
+/*
+ * Write a UDP header, RSV X'0000' FRAG X'00' ATYP DST.ADDR DST.PORT, naming src (the relay's side:
+ * the target address a datagram came from; IPv4 or IPv6, not NULL). An IPv4-mapped IPv6 address is
+ * written as IPv4, as in socks_write_reply. Returns bytes written (10 or 22), or 0 (nothing written)
+ * when cap is too small or src is of another family. SOCKS_UDP_HEADER_MAX bytes always suffice.
+ */
+size_t socks_write_udp_header(uint8_t *out, size_t cap, const struct addr *src);
+
+/*
+ * The same for a target as a client sends it (the client's side, domains included: tests, the load
+ * generator). Returns bytes written (10, 22, or 7 + the domain's length), or 0 (nothing written) when
+ * cap is too small or t is not a target the parser would accept (as socks_write_target).
+ */
+size_t socks_write_udp_header_target(uint8_t *out, size_t cap, const struct socks_target *t);
 
 #endif

@@ -5,6 +5,8 @@
  * header allows, a failure left the output byte-identical, a success consumed no more than was given,
  * is stable when cut to exactly its length, and was ST_NEED_MORE one byte earlier. Whatever has an
  * encoder is re-encoded and must give back the input bytes; anything else aborts.
+ * The UDP header parser is the exception to "need more": a datagram is whole, so a success must have
+ * been ST_EPROTO one byte earlier, and ST_NEED_MORE is never allowed.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -191,11 +193,76 @@ static void check_request(const uint8_t *data, size_t size)
 	check_target_encodes_to(&r.dst, data + 3, n - 3);
 }
 
+/* The relay's writer, for the address a parsed IP target names: parsed back, it names it again. */
+static void check_udp_header_of(const struct socks_target *t)
+{
+	static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	uint8_t out[SOCKS_UDP_HEADER_MAX];
+	struct socks_udp_header back;
+	struct addr a;
+	size_t n;
+	int mapped = 0;
+
+	if (t->atyp == SOCKS_ATYP_IPV4) {
+		addr_from_ipv4(&a, t->u.ipv4, t->port);
+	} else if (t->atyp == SOCKS_ATYP_IPV6) {
+		addr_from_ipv6(&a, t->u.ipv6, t->port);
+		mapped = memcmp(t->u.ipv6, prefix, sizeof(prefix)) == 0;
+	} else {
+		return;
+	}
+	n = socks_write_udp_header(out, sizeof(out), &a);
+	check(n == (t->atyp == SOCKS_ATYP_IPV6 && !mapped ? 22u : 10u));
+	check(socks_write_udp_header(out, n - 1, &a) == 0);
+	check(socks_parse_udp_header(out, n, &back) == (int)n);
+	check(back.frag == 0 && back.dst.port == t->port);
+	if (t->atyp == SOCKS_ATYP_IPV4)
+		check(back.dst.atyp == SOCKS_ATYP_IPV4 && memcmp(back.dst.u.ipv4, t->u.ipv4, 4) == 0);
+	else if (mapped)
+		check(back.dst.atyp == SOCKS_ATYP_IPV4 && memcmp(back.dst.u.ipv4, t->u.ipv6 + 12, 4) == 0);
+	else
+		check(back.dst.atyp == SOCKS_ATYP_IPV6 && memcmp(back.dst.u.ipv6, t->u.ipv6, 16) == 0);
+}
+
+static void check_udp(const uint8_t *data, size_t size)
+{
+	struct socks_udp_header h, before, again;
+	uint8_t enc[SOCKS_UDP_HEADER_MAX];
+	size_t n;
+	int st;
+
+	memset(&h, SENTINEL, sizeof(h));
+	memcpy(&before, &h, sizeof(h));
+	st = socks_parse_udp_header(data, size, &h);
+	if (st <= 0) {
+		check(st == ST_EPROTO || st == ST_EADDRTYPE);
+		check(memcmp(&h, &before, sizeof(h)) == 0);
+		return;
+	}
+	n = (size_t)st;
+	check(n >= 8 && n <= size && n <= SOCKS_UDP_HEADER_MAX);
+	/* DATA is not looked at: the header alone parses the same, and one byte less is malformed. */
+	check(socks_parse_udp_header(data, n - 1, &again) == ST_EPROTO);
+	check(socks_parse_udp_header(data, n, &again) == st);
+	check(memcmp(&again, &h, sizeof(h)) == 0);
+
+	/* RFC 1928 §7: RSV X'0000' FRAG, then a target that re-encodes to its own bytes. */
+	check(data[0] == 0 && data[1] == 0 && data[2] == h.frag);
+	check_target_encodes_to(&h.dst, data + 3, n - 3);
+
+	/* The client's writer gives back the header, with FRAG X'00' (it never fragments). */
+	check(socks_write_udp_header_target(enc, n - 1, &h.dst) == 0);
+	check(socks_write_udp_header_target(enc, sizeof(enc), &h.dst) == n);
+	check(enc[0] == 0 && enc[1] == 0 && enc[2] == 0 && memcmp(enc + 3, data + 3, n - 3) == 0);
+	check_udp_header_of(&h.dst);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	check_greeting(data, size);
 	check_auth(data, size);
 	check_request(data, size);
 	check_target(data, size);
+	check_udp(data, size);
 	return 0;
 }

@@ -5,6 +5,8 @@
  * bit flipped and at the very end of a page followed by an unreadable one (picohttpparser's test.c
  * habit: an over-read faults even where AddressSanitizer does not see, e.g. in mmap'd memory).
  * Every non-success call is checked to leave its output byte-identical to a sentinel fill.
+ * UDP datagram headers (RFC 1928 §7) get the same treatment, with one difference: a datagram is whole,
+ * so a header cut short is ST_EPROTO where a stream message would be ST_NEED_MORE.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,13 +29,14 @@
 #define MSG_CAP (SOCKS_AUTH_MAX + 8)
 #define GARBAGE_ROUNDS 200000
 
-enum kind { KIND_GREETING, KIND_AUTH, KIND_REQUEST, KIND_TARGET, KIND_COUNT };
+enum kind { KIND_GREETING, KIND_AUTH, KIND_REQUEST, KIND_TARGET, KIND_UDP, KIND_COUNT };
 
 union parse_out {
 	struct socks_greeting g;
 	struct socks_auth a;
 	struct socks_request r;
 	struct socks_target t;
+	struct socks_udp_header u;
 };
 
 struct msg {
@@ -45,6 +48,22 @@ struct msg {
 /* Every valid message the tests know, built once in group_setup. */
 static struct msg corpus[320];
 static size_t corpus_n;
+
+/* A valid UDP datagram: the header, then DATA. */
+struct udp_msg {
+	struct msg m; /* kind KIND_UDP, len covering header and data */
+	unsigned fixture; /* target_fixture() index */
+	size_t hdr_len;
+	size_t data_len;
+	uint8_t frag;
+	struct socks_target t;
+};
+
+/* Every valid datagram the tests know: each target fixture, FRAG value and data length below. */
+static const uint8_t udp_frags[] = { 0x00, 0x01, 0x80, 0xff };
+static const size_t udp_data_lens[] = { 0, 1, 64 };
+static struct udp_msg udp_corpus[4 * ARRAY_SIZE(udp_frags) * ARRAY_SIZE(udp_data_lens)];
+static size_t udp_corpus_n;
 
 /* One readable page followed by a PROT_NONE page. */
 static uint8_t *guard_map;
@@ -79,6 +98,8 @@ static int parse_kind(enum kind k, const uint8_t *p, size_t len, union parse_out
 		return socks_parse_request(p, len, &o->r);
 	case KIND_TARGET:
 		return socks_parse_target(p, len, &o->t);
+	case KIND_UDP:
+		return socks_parse_udp_header(p, len, &o->u);
 	case KIND_COUNT:
 		break;
 	}
@@ -89,8 +110,11 @@ static int parse_kind(enum kind k, const uint8_t *p, size_t len, union parse_out
 /* The statuses each parser's contract allows, besides a byte count. */
 static int status_allowed(enum kind k, int st)
 {
-	if (st > 0 || st == ST_NEED_MORE)
+	if (st > 0)
 		return 1;
+	/* A datagram is whole: the UDP parser never asks for more. */
+	if (st == ST_NEED_MORE)
+		return k != KIND_UDP;
 	switch (k) {
 	case KIND_GREETING:
 	case KIND_AUTH:
@@ -98,11 +122,18 @@ static int status_allowed(enum kind k, int st)
 	case KIND_REQUEST:
 		return st == ST_EVERSION || st == ST_ECOMMAND || st == ST_EADDRTYPE || st == ST_EPROTO;
 	case KIND_TARGET:
+	case KIND_UDP:
 		return st == ST_EADDRTYPE || st == ST_EPROTO;
 	case KIND_COUNT:
 		break;
 	}
 	return 0;
+}
+
+/* The status of a valid message cut short: a stream waits for more, a datagram is malformed. */
+static int cut_status(enum kind k)
+{
+	return k == KIND_UDP ? ST_EPROTO : ST_NEED_MORE;
 }
 
 /*
@@ -256,6 +287,26 @@ static size_t build_request(uint8_t *b, uint8_t cmd, uint8_t rsv, const struct s
 	return 3 + encode_target_by_hand(b + 3, t);
 }
 
+/* DATA bytes: every value, NUL and ones that look like a header included. */
+static uint8_t udp_data_byte(size_t i)
+{
+	return (uint8_t)(i * 37 + 250);
+}
+
+/* RFC 1928 §7: RSV(2) FRAG(1) ATYP DST.ADDR DST.PORT, then data_len bytes of DATA. */
+static size_t build_udp(uint8_t *b, uint16_t rsv, uint8_t frag, const struct socks_target *t, size_t data_len)
+{
+	size_t off, i;
+
+	b[0] = (uint8_t)(rsv >> 8);
+	b[1] = (uint8_t)(rsv & 0xff);
+	b[2] = frag;
+	off = 3 + encode_target_by_hand(b + 3, t);
+	for (i = 0; i < data_len; i++)
+		b[off + i] = udp_data_byte(i);
+	return off + data_len;
+}
+
 static void assert_target_equal(const struct socks_target *got, const struct socks_target *want)
 {
 	assert_int_equal(got->atyp, want->atyp);
@@ -322,6 +373,32 @@ static int corpus_build(void)
 	return 0;
 }
 
+static int udp_corpus_build(void)
+{
+	struct udp_msg *u;
+	unsigned i, f, d;
+
+	udp_corpus_n = 0;
+	for (i = 0; i < TARGET_FIXTURES; i++) {
+		for (f = 0; f < ARRAY_SIZE(udp_frags); f++) {
+			for (d = 0; d < ARRAY_SIZE(udp_data_lens); d++) {
+				if (udp_corpus_n >= ARRAY_SIZE(udp_corpus))
+					return -1;
+				u = &udp_corpus[udp_corpus_n++];
+				memset(u, 0, sizeof(*u));
+				u->fixture = i;
+				target_fixture(i, &u->t);
+				u->frag = udp_frags[f];
+				u->data_len = udp_data_lens[d];
+				u->m.kind = KIND_UDP;
+				u->m.len = build_udp(u->m.b, 0, u->frag, &u->t, u->data_len);
+				u->hdr_len = u->m.len - u->data_len;
+			}
+		}
+	}
+	return 0;
+}
+
 static int group_setup(void **state)
 {
 	long ps = sysconf(_SC_PAGESIZE);
@@ -339,6 +416,8 @@ static int group_setup(void **state)
 		return -1;
 	}
 	guard_map = map;
+	if (udp_corpus_build() != 0)
+		return -1;
 	return corpus_build();
 }
 
@@ -355,7 +434,8 @@ static int group_teardown(void **state)
 
 static void test_greeting_every_method_count(void **state)
 {
-	uint8_t b[SOCKS_GREETING_MAX];
+	/* Not SOCKS_GREETING_MAX: gcc 12 at -O3 misjudges the vectorised fill (-Wstringop-overflow). */
+	uint8_t b[MSG_CAP];
 	union parse_out o;
 	unsigned n, i;
 
@@ -760,13 +840,16 @@ static void test_every_bit_flip(void **state)
 	}
 }
 
-/* A success must be stable under more input and must have been NEED_MORE one byte earlier. */
+/*
+ * A success must be stable when cut to exactly its length and must have been "cut short" one byte
+ * earlier (NEED_MORE for a stream message, EPROTO for a datagram header).
+ */
 static void check_success_boundary(enum kind k, const uint8_t *p, int n)
 {
 	union parse_out o;
 
 	assert_int_equal(parse_checked(k, at_page_end(p, (size_t)n), (size_t)n, &o), n);
-	assert_int_equal(parse_checked(k, at_page_end(p, (size_t)n - 1), (size_t)n - 1, &o), ST_NEED_MORE);
+	assert_int_equal(parse_checked(k, at_page_end(p, (size_t)n - 1), (size_t)n - 1, &o), cut_status(k));
 }
 
 static void test_random_garbage(void **state)
@@ -776,7 +859,7 @@ static void test_random_garbage(void **state)
 	union parse_out o;
 	size_t round, len, i, edits;
 	unsigned k;
-	unsigned successes = 0;
+	unsigned successes = 0, udp_successes = 0;
 
 	UNUSED(state);
 	rng_state = 0x9E3779B97F4A7C15ULL;
@@ -788,9 +871,12 @@ static void test_random_garbage(void **state)
 				b[i] = (uint8_t)rng_next();
 			if (len > 0 && (rng_next() & 1))
 				b[0] = versions[rng_below(ARRAY_SIZE(versions))];
+			else if (len >= 3 && (rng_next() & 1))
+				memset(b, 0, 3); /* RSV FRAG of a datagram */
 		} else {
-			/* A valid message with a few random bytes replaced, then cut or extended. */
-			const struct msg *m = &corpus[rng_below(corpus_n)];
+			/* A valid message or datagram, a few random bytes replaced, then cut or extended. */
+			const struct msg *m = rng_below(4) == 0 ? &udp_corpus[rng_below(udp_corpus_n)].m
+							       : &corpus[rng_below(corpus_n)];
 
 			memcpy(b, m->b, m->len);
 			len = m->len;
@@ -811,12 +897,14 @@ static void test_random_garbage(void **state)
 
 			if (st > 0) {
 				successes++;
+				udp_successes += k == KIND_UDP;
 				check_success_boundary((enum kind)k, b, st);
 			}
 		}
 	}
 	/* The generator must actually reach the success paths, or the loop proves little. */
 	assert_true(successes > GARBAGE_ROUNDS / 10);
+	assert_true(udp_successes > GARBAGE_ROUNDS / 100);
 }
 
 /* ---- encoders ----------------------------------------------------------------------------- */
@@ -979,6 +1067,378 @@ static void test_request_error_rep(void **state)
 			 SOCKS_REP_ATYP_UNSUPPORTED);
 }
 
+/* ---- UDP ASSOCIATE datagrams, RFC 1928 §7 ------------------------------------------------- */
+
+static void test_udp_every_atyp_frag_and_data(void **state)
+{
+	/* IPv4, IPv6, 1-byte and 255-byte domain: 3 + ATYP + address + port. */
+	static const size_t want_hdr[TARGET_FIXTURES] = { 10, 22, 3 + 1 + 1 + 1 + 2, SOCKS_UDP_HEADER_MAX };
+	union parse_out o;
+	size_t i, j;
+
+	UNUSED(state);
+	for (i = 0; i < udp_corpus_n; i++) {
+		const struct udp_msg *u = &udp_corpus[i];
+		int n;
+
+		assert_int_equal(u->hdr_len, want_hdr[u->fixture]);
+		n = parse_checked(KIND_UDP, u->m.b, u->m.len, &o);
+		/* The header length, not the datagram's: DATA follows, untouched and possibly empty. */
+		assert_int_equal(n, (int)u->hdr_len);
+		assert_int_equal(u->m.len - (size_t)n, u->data_len);
+		for (j = 0; j < u->data_len; j++)
+			assert_int_equal(u->m.b[(size_t)n + j], udp_data_byte(j));
+		assert_int_equal(o.u.frag, u->frag);
+		assert_target_equal(&o.u.dst, &u->t);
+	}
+}
+
+static void test_udp_exact_bytes(void **state)
+{
+	/* A DNS query's first bytes to 192.0.2.53:53 */
+	static const uint8_t v4[] = { 0x00, 0x00, 0x00, 0x01, 192, 0, 2, 53, 0x00, 0x35, 0xab, 0xcd, 0x01 };
+	/* example.com:443, FRAG 0x81 (the last fragment, number 1), no data */
+	static const uint8_t dom[] = { 0x00, 0x00, 0x81, 0x03, 0x0b, 'e', 'x', 'a', 'm', 'p', 'l', 'e',
+				       '.', 'c', 'o', 'm', 0x01, 0xbb };
+	/* [2001:db8::1]:8080, one byte of data */
+	static const uint8_t v6[] = { 0x00, 0x00, 0x00, 0x04, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
+				      0, 0, 0, 0, 0, 0, 0, 0x01, 0x1f, 0x90, 0x42 };
+	static const uint8_t v4_ip[4] = { 192, 0, 2, 53 };
+	union parse_out o;
+
+	UNUSED(state);
+	assert_int_equal(parse_checked(KIND_UDP, v4, sizeof(v4), &o), 10);
+	assert_int_equal(o.u.frag, 0);
+	assert_int_equal(o.u.dst.atyp, SOCKS_ATYP_IPV4);
+	assert_memory_equal(o.u.dst.u.ipv4, v4_ip, 4);
+	assert_int_equal(o.u.dst.port, 53);
+
+	assert_int_equal(parse_checked(KIND_UDP, dom, sizeof(dom), &o), (int)sizeof(dom));
+	assert_int_equal(o.u.frag, 0x81);
+	assert_int_equal(o.u.dst.atyp, SOCKS_ATYP_DOMAIN);
+	assert_string_equal(o.u.dst.u.domain.name, "example.com");
+	assert_int_equal(o.u.dst.port, 443);
+
+	assert_int_equal(parse_checked(KIND_UDP, v6, sizeof(v6), &o), 22);
+	assert_int_equal(o.u.dst.atyp, SOCKS_ATYP_IPV6);
+	assert_memory_equal(o.u.dst.u.ipv6, v6 + 4, 16);
+	assert_int_equal(o.u.dst.port, 8080);
+}
+
+static void test_udp_frag_passed_through(void **state)
+{
+	uint8_t b[MSG_CAP];
+	struct socks_target t;
+	union parse_out o;
+	unsigned frag;
+
+	UNUSED(state);
+	target_ipv4(&t);
+	for (frag = 0; frag <= 255; frag++) {
+		size_t len = build_udp(b, 0, (uint8_t)frag, &t, 3);
+
+		assert_int_equal(parse_checked(KIND_UDP, b, len, &o), (int)(len - 3));
+		assert_int_equal(o.u.frag, frag);
+		assert_target_equal(&o.u.dst, &t);
+	}
+}
+
+/* Cut inside the header: EPROTO, output untouched (parse_checked). Cut inside DATA: still the header. */
+static void expect_udp_prefixes(const struct udp_msg *u, int at_guard)
+{
+	union parse_out o;
+	size_t k;
+
+	for (k = 0; k <= u->m.len; k++) {
+		const uint8_t *p = at_guard ? at_page_end(u->m.b, k) : u->m.b;
+		int want = k < u->hdr_len ? ST_EPROTO : (int)u->hdr_len;
+
+		assert_int_equal(parse_checked(KIND_UDP, p, k, &o), want);
+	}
+}
+
+static void test_udp_every_truncation_is_eproto(void **state)
+{
+	size_t i;
+
+	UNUSED(state);
+	for (i = 0; i < udp_corpus_n; i++)
+		expect_udp_prefixes(&udp_corpus[i], 0);
+}
+
+static void test_udp_guard_page_every_prefix(void **state)
+{
+	size_t i;
+
+	UNUSED(state);
+	for (i = 0; i < udp_corpus_n; i++)
+		expect_udp_prefixes(&udp_corpus[i], 1);
+}
+
+static void test_udp_rsv_nonzero(void **state)
+{
+	static const uint16_t some[] = { 0x0001, 0x0100, 0x0500, 0x8000, 0xffff };
+	uint8_t b[MSG_CAP];
+	struct socks_target t;
+	size_t len, i;
+	unsigned rsv;
+
+	UNUSED(state);
+	target_ipv4(&t);
+	/* Strict (see proto.h): any RSV but X'0000' is malformed, whatever follows. */
+	for (rsv = 1; rsv <= 0xffff; rsv++) {
+		len = build_udp(b, (uint16_t)rsv, 0, &t, 2);
+		expect_from(KIND_UDP, b, len, len, ST_EPROTO);
+	}
+	/* And at every length, across every target shape. */
+	for (i = 0; i < ARRAY_SIZE(some); i++) {
+		unsigned f;
+
+		for (f = 0; f < TARGET_FIXTURES; f++) {
+			target_fixture(f, &t);
+			len = build_udp(b, some[i], 0, &t, 2);
+			expect_from(KIND_UDP, b, 0, len, ST_EPROTO);
+		}
+	}
+}
+
+static void test_udp_unknown_atyp(void **state)
+{
+	/* RSV wrong as well: the first bad field in wire order wins. */
+	static const uint8_t rsv_and_atyp_bad[] = { 0x00, 0x01, 0x00, 0x07, 1, 2, 3, 4, 0, 80 };
+	uint8_t b[10] = { 0x00, 0x00, 0x00, 0x00, 1, 2, 3, 4, 0, 80 };
+	unsigned v;
+
+	UNUSED(state);
+	for (v = 0; v <= 255; v++) {
+		if (v == SOCKS_ATYP_IPV4 || v == SOCKS_ATYP_DOMAIN || v == SOCKS_ATYP_IPV6)
+			continue;
+		b[3] = (uint8_t)v;
+		/* Before ATYP the datagram is merely too short; from ATYP on the type is unknown. */
+		expect_from(KIND_UDP, b, 0, 3, ST_EPROTO);
+		expect_from(KIND_UDP, b, 4, sizeof(b), ST_EADDRTYPE);
+	}
+	expect_from(KIND_UDP, rsv_and_atyp_bad, 0, sizeof(rsv_and_atyp_bad), ST_EPROTO);
+}
+
+static void test_udp_domain_errors(void **state)
+{
+	/* A domain of length 0, with and without data after the port */
+	static const uint8_t empty[] = { 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x35, 'x', 'y' };
+	/* A length byte that runs past the end of the datagram */
+	static const uint8_t overlong[] = { 0x00, 0x00, 0x00, 0x03, 0xc8, 'a', 'b', 'c', 0x00, 0x35 };
+	uint8_t b[MSG_CAP];
+	struct socks_target t;
+	size_t len, pos;
+
+	UNUSED(state);
+	expect_from(KIND_UDP, empty, 0, sizeof(empty), ST_EPROTO);
+	expect_from(KIND_UDP, overlong, 0, sizeof(overlong), ST_EPROTO);
+
+	/* A NUL anywhere in the name, including the last byte of a 255-byte one */
+	target_domain(&t, 10);
+	for (pos = 0; pos < 10; pos++) {
+		len = build_udp(b, 0, 0, &t, 4);
+		b[5 + pos] = 0x00;
+		expect_from(KIND_UDP, b, 0, len, ST_EPROTO);
+	}
+	target_domain(&t, SOCKS_DOMAIN_MAX);
+	len = build_udp(b, 0, 0, &t, 4);
+	b[5 + SOCKS_DOMAIN_MAX - 1] = 0x00;
+	expect_from(KIND_UDP, b, 0, len, ST_EPROTO);
+}
+
+static void test_udp_every_bit_flip(void **state)
+{
+	uint8_t b[MSG_CAP];
+	union parse_out o;
+	size_t i, byte;
+	unsigned bit, k;
+
+	UNUSED(state);
+	for (i = 0; i < udp_corpus_n; i++) {
+		const struct udp_msg *u = &udp_corpus[i];
+
+		for (byte = 0; byte < u->m.len; byte++) {
+			for (bit = 0; bit < 8; bit++) {
+				const uint8_t *p;
+				int st;
+
+				memcpy(b, u->m.b, u->m.len);
+				b[byte] ^= (uint8_t)(1u << bit);
+				p = at_page_end(b, u->m.len);
+				/* Through every other parser too: all must stay within contract. */
+				for (k = 0; k < KIND_COUNT; k++) {
+					if (k != KIND_UDP)
+						(void)parse_checked((enum kind)k, p, u->m.len, &o);
+				}
+
+				st = parse_checked(KIND_UDP, p, u->m.len, &o);
+				if (byte < 2) {
+					/* RSV */
+					assert_int_equal(st, ST_EPROTO);
+				} else if (byte == 2 || byte >= u->hdr_len) {
+					/* FRAG is passed through; DATA is not looked at. */
+					assert_int_equal(st, (int)u->hdr_len);
+					assert_int_equal(o.u.frag, byte == 2 ? b[2] : u->frag);
+					assert_target_equal(&o.u.dst, &u->t);
+				} else if (st > 0) {
+					/* A flipped target that still parses: an exact header. */
+					check_success_boundary(KIND_UDP, b, st);
+				}
+			}
+		}
+	}
+}
+
+/* Encode a UDP header for src over a sentinel-filled buffer; check its bytes and nothing else written. */
+static void expect_udp_header(const struct addr *src, const uint8_t *want, size_t want_len)
+{
+	uint8_t out[SOCKS_UDP_HEADER_MAX + 8];
+	size_t i, n;
+
+	/* Too small, by one byte or entirely: nothing written. */
+	memset(out, SENTINEL, sizeof(out));
+	assert_int_equal(socks_write_udp_header(out, want_len - 1, src), 0);
+	assert_int_equal(socks_write_udp_header(out, 2, src), 0);
+	assert_int_equal(socks_write_udp_header(out, 0, src), 0);
+	for (i = 0; i < sizeof(out); i++)
+		assert_int_equal(out[i], SENTINEL);
+
+	n = socks_write_udp_header(out, want_len, src);
+	assert_int_equal(n, want_len);
+	assert_memory_equal(out, want, want_len);
+	memset(out, SENTINEL, sizeof(out));
+	n = socks_write_udp_header(out, sizeof(out), src);
+	assert_int_equal(n, want_len);
+	assert_memory_equal(out, want, want_len);
+	for (i = n; i < sizeof(out); i++)
+		assert_int_equal(out[i], SENTINEL);
+}
+
+static void test_udp_write_header(void **state)
+{
+	static const uint8_t want_v4[] = { 0x00, 0x00, 0x00, 0x01, 192, 0, 2, 1, 0x04, 0x38 };
+	static const uint8_t want_v6[] = { 0x00, 0x00, 0x00, 0x04, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
+					   0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0x35 };
+	static const uint8_t want_mapped[] = { 0x00, 0x00, 0x00, 0x01, 198, 51, 100, 7, 0xff, 0xff };
+	/* ::198.51.100.7 (deprecated "compatible") is not mapped: it stays IPv6. */
+	static const uint8_t want_compat[] = { 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0,
+					       0, 0, 0, 0, 198, 51, 100, 7, 0x00, 0x00 };
+	uint8_t out[SOCKS_UDP_HEADER_MAX];
+	struct addr a;
+	size_t i;
+
+	UNUSED(state);
+	assert_int_equal(addr_parse_ip("192.0.2.1", 1080, &a), ST_OK);
+	expect_udp_header(&a, want_v4, sizeof(want_v4));
+	assert_int_equal(addr_parse_ip("2001:db8::1", 53, &a), ST_OK);
+	expect_udp_header(&a, want_v6, sizeof(want_v6));
+	assert_int_equal(addr_parse_ip("::ffff:198.51.100.7", 65535, &a), ST_OK);
+	assert_int_equal(addr_family(&a), AF_INET6);
+	expect_udp_header(&a, want_mapped, sizeof(want_mapped));
+	assert_int_equal(addr_parse_ip("::198.51.100.7", 0, &a), ST_OK);
+	expect_udp_header(&a, want_compat, sizeof(want_compat));
+
+	/* Another family: nothing written. */
+	memset(&a, 0, sizeof(a));
+	a.u.sa.sa_family = AF_UNIX;
+	memset(out, SENTINEL, sizeof(out));
+	assert_int_equal(socks_write_udp_header(out, sizeof(out), &a), 0);
+	for (i = 0; i < sizeof(out); i++)
+		assert_int_equal(out[i], SENTINEL);
+}
+
+static void test_udp_write_parse_round_trip(void **state)
+{
+	static const char *const ips[] = { "0.0.0.0", "192.0.2.1", "255.255.255.255", "::", "::1",
+					   "2001:db8::1", "fe80::1", "::ffff:127.0.0.1",
+					   "::ffff:198.51.100.7" };
+	uint8_t out[SOCKS_UDP_HEADER_MAX + 16];
+	struct addr a, back;
+	union parse_out o;
+	size_t i, n;
+
+	UNUSED(state);
+	for (i = 0; i < ARRAY_SIZE(ips); i++) {
+		assert_int_equal(addr_parse_ip(ips[i], (uint16_t)(65535 - 1000 * i), &a), ST_OK);
+		n = socks_write_udp_header(out, sizeof(out), &a);
+		assert_true(n == 10 || n == 22);
+		/* A reply as the relay sends it: the header, then the target's data. */
+		memcpy(out + n, "payload", 7);
+		assert_int_equal(parse_checked(KIND_UDP, out, n + 7, &o), (int)n);
+		assert_int_equal(o.u.frag, 0);
+		if (o.u.dst.atyp == SOCKS_ATYP_IPV4) {
+			addr_from_ipv4(&back, o.u.dst.u.ipv4, o.u.dst.port);
+			if (addr_family(&a) == AF_INET6) {
+				/* IPv4-mapped: written as the IPv4 address inside it. */
+				assert_true(IN6_IS_ADDR_V4MAPPED(&a.u.sin6.sin6_addr));
+				assert_memory_equal(o.u.dst.u.ipv4, a.u.sin6.sin6_addr.s6_addr + 12, 4);
+				assert_int_equal(o.u.dst.port, addr_port(&a));
+			} else {
+				assert_true(addr_equal(&a, &back));
+			}
+		} else {
+			assert_int_equal(o.u.dst.atyp, SOCKS_ATYP_IPV6);
+			addr_from_ipv6(&back, o.u.dst.u.ipv6, o.u.dst.port);
+			assert_true(addr_equal(&a, &back));
+		}
+	}
+}
+
+static void test_udp_write_header_target(void **state)
+{
+	uint8_t out[SOCKS_UDP_HEADER_MAX + 4];
+	uint8_t hand[SOCKS_UDP_HEADER_MAX];
+	struct socks_target t;
+	union parse_out o;
+	unsigned i;
+	size_t j;
+
+	UNUSED(state);
+	for (i = 0; i < TARGET_FIXTURES; i++) {
+		size_t n, want;
+
+		target_fixture(i, &t);
+		want = build_udp(hand, 0, 0, &t, 0);
+
+		memset(out, SENTINEL, sizeof(out));
+		assert_int_equal(socks_write_udp_header_target(out, want - 1, &t), 0);
+		assert_int_equal(socks_write_udp_header_target(out, 3, &t), 0);
+		assert_int_equal(socks_write_udp_header_target(out, 0, &t), 0);
+		for (j = 0; j < sizeof(out); j++)
+			assert_int_equal(out[j], SENTINEL);
+
+		n = socks_write_udp_header_target(out, sizeof(out), &t);
+		assert_int_equal(n, want);
+		assert_memory_equal(out, hand, want);
+		assert_int_equal(out[n], SENTINEL);
+		assert_int_equal(socks_write_udp_header_target(out, want, &t), want);
+
+		assert_int_equal(parse_checked(KIND_UDP, out, n, &o), (int)n);
+		assert_int_equal(o.u.frag, 0);
+		assert_target_equal(&o.u.dst, &t);
+	}
+	/* 7 + n for a domain: the longest is the buffer-sizing constant. */
+	target_domain(&t, SOCKS_DOMAIN_MAX);
+	assert_int_equal(socks_write_udp_header_target(out, sizeof(out), &t), SOCKS_UDP_HEADER_MAX);
+	target_domain(&t, 11);
+	assert_int_equal(socks_write_udp_header_target(out, sizeof(out), &t), 7 + 11);
+
+	/* What the parser would refuse is never written. */
+	memset(out, SENTINEL, sizeof(out));
+	target_ipv4(&t);
+	t.atyp = 0x02;
+	assert_int_equal(socks_write_udp_header_target(out, sizeof(out), &t), 0);
+	target_domain(&t, 0);
+	assert_int_equal(socks_write_udp_header_target(out, sizeof(out), &t), 0);
+	target_domain(&t, 5);
+	t.u.domain.name[2] = '\0';
+	assert_int_equal(socks_write_udp_header_target(out, sizeof(out), &t), 0);
+	for (j = 0; j < sizeof(out); j++)
+		assert_int_equal(out[j], SENTINEL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1006,6 +1466,18 @@ int main(void)
 		cmocka_unit_test(test_target_round_trip),
 		cmocka_unit_test(test_write_target_refuses_invalid),
 		cmocka_unit_test(test_request_error_rep),
+		cmocka_unit_test(test_udp_every_atyp_frag_and_data),
+		cmocka_unit_test(test_udp_exact_bytes),
+		cmocka_unit_test(test_udp_frag_passed_through),
+		cmocka_unit_test(test_udp_every_truncation_is_eproto),
+		cmocka_unit_test(test_udp_guard_page_every_prefix),
+		cmocka_unit_test(test_udp_rsv_nonzero),
+		cmocka_unit_test(test_udp_unknown_atyp),
+		cmocka_unit_test(test_udp_domain_errors),
+		cmocka_unit_test(test_udp_every_bit_flip),
+		cmocka_unit_test(test_udp_write_header),
+		cmocka_unit_test(test_udp_write_parse_round_trip),
+		cmocka_unit_test(test_udp_write_header_target),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
