@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# shroud against no proxy at all and against its peers, measured in one run, interleaved.
+# Usage: tests/bench/run.sh BUILD_DIR          (`make bench`; `QUICK=1 make bench`: a ~1 minute smoke run)
+#
+# Subjects, each proxy pinned to core 0 with taskset, the generator and its sinks to core 1:
+#   direct      socksload straight to the sink: the ceiling of the generator and sink on their core
+#   shroud      plain SOCKS5 in the real configuration: a password user (RFC 1929 on every
+#               connection), a 50-address loopback egress pool (127.0.0.2-51, plus ::1 so that
+#               IPv6 targets have a source of their family) with sticky selection; --workers 1
+#               since it has one core
+#   microsocks  microsocks -i 127.0.0.1 -p PORT (no auth)
+#   dante       danted -f CONF: socksmethod none, internal 127.0.0.1, external lo (no auth)
+#   ss          shadowsocks-libev, ss-local -> ss-server, chacha20-ietf-poly1305, measured through
+#               ss-local's SOCKS5 port (both processes count as the proxy)
+# A peer that is not installed is skipped, saying so; `scripts/deps.sh bench` installs them as root.
+#
+# Scenarios (tests/bench/socksload.c): bulk, N connections each carrying M MiB each way at once,
+# every byte checked at both ends; rate, K workers for T seconds, each loop a connect, greeting,
+# (login), CONNECT, 1-byte echo and close, with ATYP 1 (127.0.0.1), 3 (localhost) and 4 ([::1]);
+# hold, C idle relayed connections proven alive at the start and the end, the proxy's RSS (VmRSS
+# of its processes) per connection, C sized to RLIMIT_NOFILE (2 descriptors per connection in the
+# proxy). For round 1..3, for each subject: bulk, then the rates; hold once per subject at the end.
+# The table gives the median of the rounds and their min-max, then shroud's ratio to each other.
+#
+# tests/bench/authrate.sh stays a separate, smaller runner: shroud alone, with and without a
+# password. Everything runs on loopback; every process started here is stopped by PID at exit.
+set -euo pipefail
+build=${1:?usage: tests/bench/run.sh BUILD_DIR}
+shroud=$build/shroud
+load=$build/socksload
+[ -x "$shroud" ] && [ -x "$load" ] || { echo "run.sh: no $shroud or $load: build first" >&2; exit 1; }
+
+rounds=3
+if [ "${QUICK:-0}" = 1 ]; then
+	bulk_conns=4 bulk_mib=16 rate_threads=4 rate_s=1 atyp_s=0.5 hold_conns=1000 hold_idle=0.5
+else
+	bulk_conns=8 bulk_mib=128 rate_threads=4 rate_s=5 atyp_s=3 hold_conns=10000 hold_idle=2
+fi
+
+dir=$(mktemp -d)
+pids=()
+started=$(date +%s)
+
+# Every descendant of a PID (dante forks its workers), deepest last; from /proc, no procps needed.
+descendants() {
+	local p c
+	for p in "$@"; do
+		for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
+			echo "$c"
+			descendants "$c"
+		done
+	done
+}
+cleanup() {
+	local p kids
+	# Parents first (danted's parent stops its workers itself), then whatever is left of theirs.
+	kids=$(descendants "${pids[@]}")
+	for p in "${pids[@]}" $kids; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_line() { # FILE PATTERN: wait up to 10 s for a line
+	for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+	echo "timed out waiting for '$2' in $1" >&2; return 1
+}
+free_port() { # a port nothing listens on, outside the ephemeral range
+	local p
+	for p in $(shuf -i 20000-29999 -n 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+	done
+	return 1
+}
+
+# Pinning: the proxy on one core, the generator and the sinks on the other.
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+	on_proxy=(taskset -c 0) on_gen=(taskset -c 1) pinning="proxy on core 0, generator and sinks on core 1"
+else
+	on_proxy=() on_gen=() pinning="NOT pinned (fewer than 2 cores, or no taskset)"
+fi
+# Held connections take descriptors: everything started from here gets the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+"${on_gen[@]}" "$load" sink >"$dir/echo.txt" 2>"$dir/echo.err" & pids+=($!)
+"${on_gen[@]}" "$load" sink --bulk >"$dir/bulk.txt" 2>"$dir/bulk.err" & pids+=($!)
+wait_line "$dir/echo.txt" '^sink '
+wait_line "$dir/bulk.txt" '^sink '
+echo_port=$(awk '{print $2}' "$dir/echo.txt")
+bulk_port=$(awk '{print $2}' "$dir/bulk.txt")
+
+declare -A addr auth procs
+subjects=(direct)
+skipped=()
+
+# A subject is in once an exchange has gone through it end to end (readiness, never a sleep).
+admit() { # NAME ADDR AUTH PIDS...
+	local name=$1 a=$2 au=$3
+	shift 3
+	# shellcheck disable=SC2086
+	if "${on_gen[@]}" "$load" probe --proxy "$a" --target "127.0.0.1:$echo_port" $au --seconds 10 \
+		>/dev/null 2>>"$dir/probe.err"; then
+		subjects+=("$name") addr[$name]=$a auth[$name]=$au procs[$name]="$*"
+	else
+		skipped+=("$name (started but no echo went through it; see its log)")
+	fi
+}
+
+# shroud, the real configuration
+echo 'bench-password' | "$shroud" user add bench --db "$dir/shroud.db" --password-stdin >/dev/null
+"$shroud" pool add $(for i in $(seq 2 51); do echo "127.0.0.$i"; done) ::1 --db "$dir/shroud.db" >/dev/null
+"${on_proxy[@]}" "$shroud" serve --db "$dir/shroud.db" --listen 127.0.0.1:0 --workers 1 --grace 1 \
+	>"$dir/shroud.txt" 2>"$dir/shroud.err" & pids+=($!)
+shroud_pid=$!
+wait_line "$dir/shroud.txt" 'listening on'
+admit shroud "$(sed -n 's/.*listening on \([^ ;]*\).*/\1/p' "$dir/shroud.txt")" \
+	"--user bench --pass bench-password" "$shroud_pid"
+
+if command -v microsocks >/dev/null; then
+	port=$(free_port)
+	"${on_proxy[@]}" microsocks -i 127.0.0.1 -p "$port" >"$dir/microsocks.log" 2>&1 & pids+=($!)
+	admit microsocks "127.0.0.1:$port" "" $!
+else
+	skipped+=("microsocks (not installed)")
+fi
+
+if command -v danted >/dev/null; then
+	port=$(free_port)
+	{
+		echo "logoutput: stderr"
+		echo "internal: 127.0.0.1 port = $port"
+		echo "external: lo"
+		echo "socksmethod: none"
+		echo "clientmethod: none"
+		if [ "$(id -u)" -eq 0 ]; then
+			echo "user.privileged: root"
+			echo "user.unprivileged: nobody"
+		fi
+		echo "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }"
+		echo "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }"
+		echo "socks pass { from: 127.0.0.0/8 to: ::/0 }"
+	} >"$dir/danted.conf"
+	"${on_proxy[@]}" danted -f "$dir/danted.conf" >"$dir/danted.log" 2>&1 & pids+=($!)
+	admit dante "127.0.0.1:$port" "" $!
+else
+	skipped+=("dante (danted not installed)")
+fi
+
+if command -v ss-local >/dev/null && command -v ss-server >/dev/null; then
+	sport=$(free_port)
+	port=$(free_port)
+	"${on_proxy[@]}" ss-server -s 127.0.0.1 -p "$sport" -k bench-password -m chacha20-ietf-poly1305 \
+		>"$dir/ss-server.log" 2>&1 & pids+=($!)
+	ss_server_pid=$!
+	"${on_proxy[@]}" ss-local -s 127.0.0.1 -p "$sport" -l "$port" -k bench-password \
+		-m chacha20-ietf-poly1305 >"$dir/ss-local.log" 2>&1 & pids+=($!)
+	admit ss "127.0.0.1:$port" "" "$ss_server_pid" $!
+else
+	skipped+=("ss (shadowsocks-libev not installed)")
+fi
+
+echo "bench: ${subjects[*]}; $pinning; $rounds rounds"
+for s in "${skipped[@]}"; do echo "bench: skipped $s"; done
+echo "bench: bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads workers x ${rate_s}s (ATYP 3 and 4: ${atyp_s}s); hold $hold_conns x ${hold_idle}s idle"
+
+results=$dir/results
+: >"$results"
+record() { echo "$1 $2 $3" >>"$results"; } # SUBJECT METRIC VALUE ("fail" when it failed)
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; } # KEY LINE
+
+via() { # SUBJECT: how socksload reaches the target
+	if [ "$1" = direct ]; then echo "--no-proxy"; else echo "--proxy ${addr[$1]} ${auth[$1]}"; fi
+}
+
+run_bulk() { # SUBJECT
+	local out
+	# shellcheck disable=SC2046
+	out=$("${on_gen[@]}" "$load" bulk $(via "$1") --target "127.0.0.1:$bulk_port" \
+		--conns "$bulk_conns" --mbytes "$bulk_mib" --seconds 120 2>>"$dir/gen.err") || true
+	if [ "$(field errors "$out")" = 0 ]; then
+		record "$1" bulk "$(field mbps "$out")"
+	else
+		record "$1" bulk fail
+	fi
+	printf '  %-10s %s\n' "$1" "${out:-bulk failed}"
+}
+
+run_rate() { # SUBJECT KIND(v4|name|v6) SECONDS
+	local out target=127.0.0.1:$echo_port extra=()
+	[ "$2" = name ] && extra=(--name localhost)
+	[ "$2" = v6 ] && target="[::1]:$echo_port"
+	# shellcheck disable=SC2046
+	out=$("${on_gen[@]}" "$load" rate $(via "$1") --target "$target" "${extra[@]}" \
+		--threads "$rate_threads" --seconds "$3" 2>>"$dir/gen.err") || true
+	if [ -n "$out" ] && [ "$(field conns "$out")" != 0 ]; then
+		record "$1" "cps_$2" "$(field cps "$out")"
+		record "$1" "err_$2" "$(field errors "$out")"
+		if [ "$2" = v4 ]; then
+			record "$1" p50 "$(field p50_ms "$out")"
+			record "$1" p99 "$(field p99_ms "$out")"
+		fi
+	else
+		record "$1" "cps_$2" fail
+	fi
+	printf '  %-10s %-4s %s\n' "$1" "$2" "${out:-rate failed}"
+}
+
+for r in $(seq "$rounds"); do
+	echo "round $r/$rounds"
+	for s in "${subjects[@]}"; do
+		run_bulk "$s"
+		run_rate "$s" v4 "$rate_s"
+		# A name means nothing without a proxy to resolve it.
+		[ "$s" != direct ] && run_rate "$s" name "$atyp_s"
+		run_rate "$s" v6 "$atyp_s"
+	done
+done
+
+echo "hold (once per proxy)"
+for s in "${subjects[@]}"; do
+	[ "$s" = direct ] && continue # no proxy, no memory to weigh
+	pidargs=()
+	for p in ${procs[$s]}; do pidargs+=(--pid "$p"); done
+	# shellcheck disable=SC2046
+	out=$("${on_gen[@]}" "$load" hold $(via "$s") --target "127.0.0.1:$echo_port" \
+		--conns "$hold_conns" --idle "$hold_idle" --seconds 60 "${pidargs[@]}" 2>"$dir/hold.err") || true
+	# The generator says how RLIMIT_NOFILE sized the hold; once is enough.
+	[ "$s" = "${subjects[1]}" ] && sed 's/^/  /' "$dir/hold.err"
+	printf '  %-10s %s\n' "$s" "${out:-hold failed}"
+	kib=$(field kib_per_conn "$out")
+	record "$s" hold "${kib:-fail}"
+	record "$s" alive "$(field alive_start "$out")/$(field alive_end "$out")_of_$(field conns "$out")"
+done
+
+# ---- the table --------------------------------------------------------------------------------
+values() { awk -v s="$1" -v m="$2" '$1 == s && $2 == m { print $3 }' "$results"; }
+num() { awk -v v="$1" 'BEGIN { if (v >= 100) printf "%.0f", v; else if (v >= 10) printf "%.1f", v; else printf "%.2f", v }'; }
+median() { # SUBJECT METRIC: the median, or nothing
+	local v
+	mapfile -t v < <(values "$1" "$2" | sort -g)
+	[ "${#v[@]}" -gt 0 ] || return 0
+	case " ${v[*]} " in *" fail "*) return 0 ;; esac
+	if [ $((${#v[@]} % 2)) = 1 ]; then echo "${v[$((${#v[@]} / 2))]}"
+	else awk -v a="${v[$((${#v[@]} / 2 - 1))]}" -v b="${v[$((${#v[@]} / 2))]}" 'BEGIN { print (a + b) / 2 }'; fi
+}
+cell() { # SUBJECT METRIC: "median (min-max)", "fail" or "-"
+	local v errs
+	mapfile -t v < <(values "$1" "$2" | sort -g)
+	if [ "${#v[@]}" = 0 ]; then echo "-"; return; fi
+	case " ${v[*]} " in *" fail "*) echo "fail"; return ;; esac
+	errs=""
+	case $2 in cps_*) [ "$(values "$1" "err_${2#cps_}" | awk '{ n += $1 } END { print n + 0 }')" != 0 ] && errs="!" ;; esac
+	if [ "${#v[@]}" = 1 ]; then echo "$(num "${v[0]}")$errs"; return; fi
+	echo "$(num "$(median "$1" "$2")") ($(num "${v[0]}")-$(num "${v[-1]}"))$errs"
+}
+
+metrics=(bulk cps_v4 p50 p99 cps_name cps_v6 hold alive)
+declare -A label=(
+	[bulk]="bulk MB/s (both ways)"
+	[cps_v4]="rate conn/s, ATYP 1"
+	[p50]="  latency p50 ms"
+	[p99]="  latency p99 ms"
+	[cps_name]="rate conn/s, ATYP 3"
+	[cps_v6]="rate conn/s, ATYP 4"
+	[hold]="hold KiB/conn (RSS)"
+	[alive]="  alive at start/end"
+)
+echo
+echo "medians of $rounds rounds (min-max); bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads workers; hold: one run"
+printf '%-26s' ""
+for s in "${subjects[@]}"; do printf '%-22s' "$s"; done
+echo
+for m in "${metrics[@]}"; do
+	printf '%-26s' "${label[$m]}"
+	for s in "${subjects[@]}"; do
+		if [ "$m" = alive ]; then v=$(values "$s" alive | tr _ ' '); printf '%-22s' "${v:--}"
+		else printf '%-22s' "$(cell "$s" "$m")"; fi
+	done
+	echo
+done
+if grep -q '^[^ ]* err_[^ ]* [1-9]' "$results"; then
+	echo "! some exchanges failed in that cell's runs:"
+	awk '$2 ~ /^err_/ && $3 > 0 { printf "    %s %s: %s errors\n", $1, substr($2, 5), $3 }' "$results"
+fi
+
+if [ -n "${addr[shroud]:-}" ]; then
+	echo
+	echo "shroud / other (medians): above 1 is shroud ahead on MB/s and conn/s, behind on ms and KiB"
+	printf '%-26s' ""
+	for s in "${subjects[@]}"; do [ "$s" != shroud ] && printf '%-14s' "$s"; done
+	echo
+	for m in bulk cps_v4 p50 p99 cps_name cps_v6 hold; do
+		printf '%-26s' "${label[$m]}"
+		a=$(median shroud "$m")
+		for s in "${subjects[@]}"; do
+			[ "$s" = shroud ] && continue
+			b=$(median "$s" "$m")
+			if [ -n "$a" ] && [ -n "$b" ]; then
+				printf '%-14s' "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+			else
+				printf '%-14s' "-"
+			fi
+		done
+		echo
+	done
+fi
+echo "bench: $(($(date +%s) - started)) s"
