@@ -30,7 +30,7 @@ static void serve_usage(FILE *f)
 		"                          host's addresses even when a listener is not on loopback\n"
 		"  --deny-private          refuse those destinations even on a loopback-only proxy\n"
 		"                          (default: refused as soon as any listener is not on loopback)\n"
-		"  --workers N             event loops, one thread each (default: one per core)\n"
+		"  --workers N             event loops, one thread each (default: one per usable core)\n"
 		"  --max-conns N           open client connections at most (default 10000)\n"
 		"  --handshake-timeout S   seconds from accept to a complete request (default 10)\n"
 		"  --connect-timeout S     seconds to resolve and connect to the target (default 10)\n"

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <sched.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -564,8 +565,14 @@ bool server_denies_internal(const struct server *srv)
 
 static unsigned server_default_workers(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long n;
 
+	/* The cores this process may run on (taskset, cgroups), not every core online: two loops
+	 * on one allowed core only fight each other. */
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned)CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n > 0 ? (unsigned)n : 1;
 }
 
