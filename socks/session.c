@@ -26,6 +26,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/status.h"
+#include "crypto/keys.h"
 #include "crypto/pwhash.h"
 #include "egress/bind.h"
 #include "egress/params.h"
@@ -66,6 +67,7 @@ struct session_route {
 	struct route_candidate cands[ROUTE_CANDIDATES];
 	uint8_t ncands, next_cand;
 	uint8_t suspects; /* bit i: candidate i met an unreachable route; blamed if another works */
+	bool has_key;	  /* key computed at the request (only when the pool was not empty) */
 	bool pool_in_use;
 	char egress[STORE_ADDRESS_MAX]; /* address connected from, for usage; "" = system default */
 };
@@ -349,6 +351,12 @@ static void session_route_and_connect(struct session *s)
 	for (size_t i = 0; i < s->ntargets; i++)
 		families |= addr_family(&s->targets[i]) == AF_INET6 ? EGRESS_FAMILY_V6
 								     : EGRESS_FAMILY_V4;
+	if (!r->has_key) {
+		/* The pool filled up while this request was resolving: a one-off random key
+		 * (as for ttl-0) rather than one every such request would share. */
+		keys_random(r->key, sizeof(r->key));
+		r->has_key = true;
+	}
 	r->snap = snapshot_ref(s->w->snap);
 	r->pool_in_use = true;
 	r->next_cand = 0;
@@ -409,6 +417,7 @@ static void session_route_key(struct session *s, const struct socks_target *dst)
 	}
 	route_key(s->w->snap, s->route->params.name, &s->route->params, site, (int64_t)ev_now(s->w->loop),
 		  s->route->key, &ttl);
+	s->route->has_key = true;
 }
 
 static void session_request(struct session *s, const struct socks_request *req)
@@ -427,7 +436,9 @@ static void session_request(struct session *s, const struct socks_request *req)
 		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
 		return;
 	}
-	session_route_key(s, dst);
+	/* With an empty pool the key is never used: no hashing, no suffix-list lookup. */
+	if (!route_pool_empty(s->w->snap))
+		session_route_key(s, dst);
 	switch (dst->atyp) {
 	case SOCKS_ATYP_IPV4:
 		addr_from_ipv4(&s->targets[0], dst->u.ipv4, dst->port);
