@@ -48,44 +48,7 @@ static const char schema_v1[] =
 
 /* ---- fixture: a private temporary directory ------------------------------------------------ */
 
-struct tmp {
-	char dir[64];
-	char db[128];
-};
-
-static int tmp_setup(void **state)
-{
-	struct tmp *t = calloc(1, sizeof(*t));
-
-	if (t == NULL)
-		return -1;
-	snprintf(t->dir, sizeof(t->dir), "/tmp/shroud-test-pool-XXXXXX");
-	if (mkdtemp(t->dir) == NULL) {
-		free(t);
-		return -1;
-	}
-	snprintf(t->db, sizeof(t->db), "%s/pool.db", t->dir);
-	*state = t;
-	return 0;
-}
-
-static int tmp_teardown(void **state)
-{
-	struct tmp *t = *state;
-	struct dirent *e;
-	DIR *d = opendir(t->dir);
-
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-				(void)unlinkat(dirfd(d), e->d_name, 0);
-		}
-		closedir(d);
-	}
-	(void)rmdir(t->dir);
-	free(t);
-	return 0;
-}
+#include "tmpdir.h"
 
 /* Run SQL on a file with SQLite directly, as another program would. */
 static void raw_exec(const char *path, const char *sql)
