@@ -1,4 +1,4 @@
--- shroud database schema, version 2.
+-- shroud database schema, version 3.
 --
 -- This file is the whole schema: store/ applies it to an empty database and PRAGMA user_version
 -- numbers it (store/store.h: STORE_SCHEMA_VERSION). An older file is migrated forward by the
@@ -61,6 +61,8 @@ CREATE TABLE pool_health (
 
 -- Usage per egress address and per user per UTC day, added in batches by the daemon every few
 -- seconds, never per connection. Rows outlive pool entries and users (history); no destination.
+-- connections counts TCP streams and UDP associations; datagrams counts UDP datagrams relayed
+-- (their payload bytes are in bytes_up / bytes_down).
 CREATE TABLE usage_egress (
     day          TEXT    NOT NULL,         -- 'YYYY-MM-DD', UTC
     address      TEXT    NOT NULL,         -- pool.address at the time ('' = system default address)
@@ -68,6 +70,7 @@ CREATE TABLE usage_egress (
     bytes_up     INTEGER NOT NULL DEFAULT 0,   -- client -> target
     bytes_down   INTEGER NOT NULL DEFAULT 0,   -- target -> client
     failures     INTEGER NOT NULL DEFAULT 0,
+    datagrams    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, address)
 ) STRICT;
 
@@ -78,11 +81,28 @@ CREATE TABLE usage_user (
     bytes_up     INTEGER NOT NULL DEFAULT 0,
     bytes_down   INTEGER NOT NULL DEFAULT 0,
     failures     INTEGER NOT NULL DEFAULT 0,
+    datagrams    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, user)
+) STRICT;
+
+-- Clients of the encrypted link (LINK.md): a static X25519 public key and a 32-byte PSK each, acting
+-- as one user (its parameters come from the client's SOCKS username). Removing the user removes its
+-- links. name: the same rule as users.name.
+CREATE TABLE links (
+    name        TEXT    NOT NULL PRIMARY KEY
+                        CHECK (length(name) BETWEEN 1 AND 64
+                               AND name NOT GLOB '*[^A-Za-z0-9_.]*'
+                               AND substr(name, 1, 1) GLOB '[A-Za-z0-9]'),
+    user        TEXT    NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    public_key  BLOB    NOT NULL UNIQUE CHECK (length(public_key) = 32),
+    psk         BLOB    NOT NULL CHECK (length(psk) = 32),
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    created     INTEGER NOT NULL                                 -- Unix seconds
 ) STRICT;
 
 -- Settings used so far (key: meaning, default):
 --   sticky_salt  64 hex digits: the secret key of sticky hashing, made by 'serve' at first start
 --   sticky_ttl   seconds a (user, session, site) keeps its source address: 600
+--   link_server_key  64 hex digits: the link server's static X25519 private key, made at first use
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

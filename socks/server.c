@@ -402,6 +402,12 @@ static void server_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	srv->current = snap; /* transferred */
 }
 
+static void server_usage_row(struct store_usage *out, const struct usage_row *r)
+{
+	*out = (struct store_usage){ r->key,	       r->connections, r->bytes_up,
+				     r->bytes_down, r->failures,    r->datagrams };
+}
+
 /* Write what changed in the pool's health, and the usage counted by the workers. */
 static void server_flush(struct server *srv)
 {
@@ -435,14 +441,10 @@ static void server_flush(struct server *srv)
 	}
 	for (size_t i = 0; i < egress.cap; i++)
 		if (egress.rows[i].used)
-			eu[ne++] = (struct store_usage){ egress.rows[i].key, egress.rows[i].connections,
-							 egress.rows[i].bytes_up, egress.rows[i].bytes_down,
-							 egress.rows[i].failures };
+			server_usage_row(&eu[ne++], &egress.rows[i]);
 	for (size_t i = 0; i < users.cap; i++)
 		if (users.rows[i].used)
-			uu[nu++] = (struct store_usage){ users.rows[i].key, users.rows[i].connections,
-							 users.rows[i].bytes_up, users.rows[i].bytes_down,
-							 users.rows[i].failures };
+			server_usage_row(&uu[nu++], &users.rows[i]);
 	gmtime_r(&now, &tm);
 	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
 	if (store_usage_add(srv->store, day, eu, ne, uu, nu) != ST_OK)

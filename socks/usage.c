@@ -55,12 +55,13 @@ static struct usage_row *usage_map_row(struct usage_map *m, const char *key)
 }
 
 static void usage_row_add(struct usage_row *r, uint64_t conns, uint64_t up, uint64_t down,
-			  uint64_t failures)
+			  uint64_t failures, uint64_t datagrams)
 {
 	r->connections += conns;
 	r->bytes_up += up;
 	r->bytes_down += down;
 	r->failures += failures;
+	r->datagrams += datagrams;
 }
 
 void usage_init(struct usage *u)
@@ -84,10 +85,25 @@ void usage_add(struct usage *u, const char *user, const char *egress, uint64_t u
 	pthread_mutex_lock(&u->lock);
 	r = usage_map_row(&u->egress, egress);
 	if (r != NULL)
-		usage_row_add(r, 1, up, down, failed);
+		usage_row_add(r, 1, up, down, failed, 0);
 	r = usage_map_row(&u->users, user);
 	if (r != NULL)
-		usage_row_add(r, 1, up, down, failed);
+		usage_row_add(r, 1, up, down, failed, 0);
+	pthread_mutex_unlock(&u->lock);
+}
+
+void usage_add_datagrams(struct usage *u, const char *user, const char *egress,
+			 uint64_t associations, uint64_t up, uint64_t down, uint64_t datagrams)
+{
+	struct usage_row *r;
+
+	pthread_mutex_lock(&u->lock);
+	r = usage_map_row(&u->egress, egress);
+	if (r != NULL)
+		usage_row_add(r, associations, up, down, 0, datagrams);
+	r = usage_map_row(&u->users, user);
+	if (r != NULL)
+		usage_row_add(r, associations, up, down, 0, datagrams);
 	pthread_mutex_unlock(&u->lock);
 }
 
@@ -112,7 +128,7 @@ int usage_map_merge(struct usage_map *dst, const struct usage_map *src)
 		d = usage_map_row(dst, s->key);
 		if (d == NULL)
 			return ST_ENOMEM;
-		usage_row_add(d, s->connections, s->bytes_up, s->bytes_down, s->failures);
+		usage_row_add(d, s->connections, s->bytes_up, s->bytes_down, s->failures, s->datagrams);
 	}
 	return ST_OK;
 }

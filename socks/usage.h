@@ -21,7 +21,7 @@
 struct usage_row {
 	char key[USAGE_KEY_MAX + 1]; /* "" is a valid key: no user / system default address */
 	bool used;
-	uint64_t connections, bytes_up, bytes_down, failures;
+	uint64_t connections, bytes_up, bytes_down, failures, datagrams;
 };
 
 /* An open-addressing table that grows by doubling; owned by whoever holds it. */
@@ -41,6 +41,11 @@ void usage_destroy(struct usage *u);
 /* Count one connection (failed: it never reached the relay). Drops the update when out of memory. */
 void usage_add(struct usage *u, const char *user, const char *egress, uint64_t up, uint64_t down,
 	       bool failed);
+
+/* Count UDP traffic: `associations` new associations (or new sockets of one) on this egress, the
+ * payload bytes both ways and the datagrams relayed. Drops the update when out of memory. */
+void usage_add_datagrams(struct usage *u, const char *user, const char *egress,
+			 uint64_t associations, uint64_t up, uint64_t down, uint64_t datagrams);
 
 /* Move everything counted so far into the caller's maps (empty on entry), leaving u empty. */
 void usage_take(struct usage *u, struct usage_map *egress, struct usage_map *users);

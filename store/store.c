@@ -96,8 +96,26 @@ static const char migrate_1_2[] =
 	"    PRIMARY KEY (day, user)\n"
 	") STRICT;\n";
 
+/* 2 -> 3: UDP datagram counters, the encrypted link's clients. ADD COLUMN inserts its text after
+ * the last column, which is where pool.db.sql has it, so the two files read the same. */
+static const char migrate_2_3[] =
+	"ALTER TABLE usage_egress ADD COLUMN datagrams    INTEGER NOT NULL DEFAULT 0;\n"
+	"ALTER TABLE usage_user ADD COLUMN datagrams    INTEGER NOT NULL DEFAULT 0;\n"
+	"CREATE TABLE links (\n"
+	"    name        TEXT    NOT NULL PRIMARY KEY\n"
+	"                        CHECK (length(name) BETWEEN 1 AND 64\n"
+	"                               AND name NOT GLOB '*[^A-Za-z0-9_.]*'\n"
+	"                               AND substr(name, 1, 1) GLOB '[A-Za-z0-9]'),\n"
+	"    user        TEXT    NOT NULL REFERENCES users (name) ON DELETE CASCADE,\n"
+	"    public_key  BLOB    NOT NULL UNIQUE CHECK (length(public_key) = 32),\n"
+	"    psk         BLOB    NOT NULL CHECK (length(psk) = 32),\n"
+	"    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),\n"
+	"    created     INTEGER NOT NULL                                 -- Unix seconds\n"
+	") STRICT;\n";
+
 static const struct migration migrations[] = {
 	{ 1, migrate_1_2 },
+	{ 2, migrate_2_3 },
 	{ 0, NULL }, /* end */
 };
 
@@ -1146,7 +1164,8 @@ static int usage_check(struct store *s, const struct store_usage *rows, size_t n
 		if (rows[i].key == NULL)
 			return store_fail(s, ST_EINVAL, "%s usage row %zu has no key", what, i);
 		if (rows[i].connections > INT64_MAX || rows[i].bytes_up > INT64_MAX ||
-		    rows[i].bytes_down > INT64_MAX || rows[i].failures > INT64_MAX)
+		    rows[i].bytes_down > INT64_MAX || rows[i].failures > INT64_MAX ||
+		    rows[i].datagrams > INT64_MAX)
 			return store_fail(s, ST_EINVAL, "%s usage row %zu: counter too large", what,
 					  i);
 	}
@@ -1171,6 +1190,7 @@ static int usage_upsert(struct store *s, const char *sql, const char *day,
 		sqlite3_bind_int64(stmt, 4, (sqlite3_int64)rows[i].bytes_up);
 		sqlite3_bind_int64(stmt, 5, (sqlite3_int64)rows[i].bytes_down);
 		sqlite3_bind_int64(stmt, 6, (sqlite3_int64)rows[i].failures);
+		sqlite3_bind_int64(stmt, 7, (sqlite3_int64)rows[i].datagrams);
 		st = step_change(s, stmt, &changes);
 	}
 	sqlite3_finalize(stmt);
@@ -1195,22 +1215,24 @@ int store_usage_add(struct store *s, const char *day, const struct store_usage *
 		return st;
 	st = usage_upsert(s,
 			  "INSERT INTO usage_egress (day, address, connections, bytes_up, bytes_down,"
-			  " failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+			  " failures, datagrams) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
 			  " ON CONFLICT (day, address) DO UPDATE SET"
 			  " connections = connections + excluded.connections,"
 			  " bytes_up = bytes_up + excluded.bytes_up,"
 			  " bytes_down = bytes_down + excluded.bytes_down,"
-			  " failures = failures + excluded.failures",
+			  " failures = failures + excluded.failures,"
+			  " datagrams = datagrams + excluded.datagrams",
 			  day, egress, negress);
 	if (st == ST_OK)
 		st = usage_upsert(s,
 				  "INSERT INTO usage_user (day, user, connections, bytes_up, bytes_down,"
-				  " failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+				  " failures, datagrams) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
 				  " ON CONFLICT (day, user) DO UPDATE SET"
 				  " connections = connections + excluded.connections,"
 				  " bytes_up = bytes_up + excluded.bytes_up,"
 				  " bytes_down = bytes_down + excluded.bytes_down,"
-				  " failures = failures + excluded.failures",
+				  " failures = failures + excluded.failures,"
+				  " datagrams = datagrams + excluded.datagrams",
 				  day, users, nusers);
 	if (st == ST_OK)
 		st = exec(s, "COMMIT");

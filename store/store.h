@@ -28,7 +28,7 @@ struct store;
 #define STORE_REQUIRE_PRIVATE 0x2 /* refuse (ST_EPERM) a file that group or others may access */
 
 /* The schema version pool.db.sql creates. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /*
  * Open (and, with STORE_CREATE, create) the database at path; ":memory:" opens a private
@@ -152,7 +152,7 @@ NODISCARD int store_health_write(struct store *s, const struct store_health *row
 
 struct store_usage {
 	const char *key; /* the egress address text, or the user name */
-	uint64_t connections, bytes_up, bytes_down, failures;
+	uint64_t connections, bytes_up, bytes_down, failures, datagrams;
 };
 
 /* Add to the day's counters ("YYYY-MM-DD" UTC) in one transaction. */

@@ -769,13 +769,13 @@ static void test_usage(void **state)
 	struct store *s;
 
 	s = open_ok(t->db, STORE_CREATE);
-	eg[0] = (struct store_usage){ "192.0.2.1", 3, 100, 2000, 1 };
-	eg[1] = (struct store_usage){ "", 1, 10, 20, 0 };
-	us[0] = (struct store_usage){ "alice", 4, 110, 2020, 1 };
+	eg[0] = (struct store_usage){ "192.0.2.1", 3, 100, 2000, 1, 0 };
+	eg[1] = (struct store_usage){ "", 1, 10, 20, 0, 0 };
+	us[0] = (struct store_usage){ "alice", 4, 110, 2020, 1, 0 };
 	assert_int_equal(store_usage_add(s, "2024-03-01", eg, 2, us, 1), ST_OK);
-	eg[0] = (struct store_usage){ "192.0.2.1", 2, 50, 500, 0 };
-	us[0] = (struct store_usage){ "alice", 2, 50, 500, 0 };
-	us[1] = (struct store_usage){ "bob", 1, 1, 1, 1 };
+	eg[0] = (struct store_usage){ "192.0.2.1", 2, 50, 500, 0, 7 };
+	us[0] = (struct store_usage){ "alice", 2, 50, 500, 0, 7 };
+	us[1] = (struct store_usage){ "bob", 1, 1, 1, 1, 0 };
 	assert_int_equal(store_usage_add(s, "2024-03-01", eg, 1, us, 2), ST_OK);
 	/* Another day is another row. */
 	assert_int_equal(store_usage_add(s, "2024-03-02", eg, 1, NULL, 0), ST_OK);
@@ -792,6 +792,10 @@ static void test_usage(void **state)
 					"'2024-03-02' AND address = '192.0.2.1'"),
 			 2);
 	assert_int_equal(raw_int(t->db, "SELECT bytes_down FROM usage_egress WHERE address = ''"), 20);
+	assert_int_equal(raw_int(t->db, "SELECT datagrams FROM usage_egress WHERE day = '2024-03-01'"
+					" AND address = '192.0.2.1'"),
+			 7);
+	assert_int_equal(raw_int(t->db, "SELECT datagrams FROM usage_user WHERE user = 'alice'"), 7);
 	assert_int_equal(raw_int(t->db, "SELECT count(*) FROM usage_user"), 2);
 	assert_int_equal(raw_int(t->db, "SELECT connections * 1000000 + failures FROM usage_user"
 					" WHERE user = 'alice'"),
@@ -807,9 +811,9 @@ static void test_usage(void **state)
 						"2024-01-00", "20240-01-01", "2024-01-01 ", "x024-01-01" };
 	for (size_t i = 0; i < sizeof(bad_days) / sizeof(bad_days[0]); i++)
 		assert_int_equal(store_usage_add(s, bad_days[i], eg, 1, us, 1), ST_EINVAL);
-	eg[1] = (struct store_usage){ NULL, 1, 1, 1, 1 };
+	eg[1] = (struct store_usage){ NULL, 1, 1, 1, 1, 0 };
 	assert_int_equal(store_usage_add(s, "2024-03-03", eg, 2, NULL, 0), ST_EINVAL);
-	us[1] = (struct store_usage){ "bob", 1, (uint64_t)INT64_MAX + 1, 1, 1 };
+	us[1] = (struct store_usage){ "bob", 1, (uint64_t)INT64_MAX + 1, 1, 1, 0 };
 	assert_int_equal(store_usage_add(s, "2024-03-03", eg, 1, us, 2), ST_EINVAL);
 	assert_int_equal(store_usage_add(s, "2024-03-03", NULL, 1, NULL, 0), ST_EINVAL);
 	assert_int_equal(raw_int(t->db, "SELECT count(*) FROM usage_egress WHERE day = '2024-03-03'"),
@@ -817,7 +821,7 @@ static void test_usage(void **state)
 	assert_int_equal(raw_int(t->db, "SELECT count(*) FROM usage_user WHERE day = '2024-03-03'"),
 			 0);
 	/* The largest counter goes in. */
-	us[1] = (struct store_usage){ "carol", 1, (uint64_t)INT64_MAX, 1, 1 };
+	us[1] = (struct store_usage){ "carol", 1, (uint64_t)INT64_MAX, 1, 1, 0 };
 	assert_int_equal(store_usage_add(s, "2024-03-03", NULL, 0, &us[1], 1), ST_OK);
 	assert_int_equal(raw_int(t->db, "SELECT bytes_up FROM usage_user WHERE user = 'carol'"),
 			 INT64_MAX);
@@ -1019,7 +1023,7 @@ static void test_snapshot_bad_pool_rows(void **state)
 	store_close(s);
 }
 
-/* ---- the migration from schema 1 ------------------------------------------------------------- */
+/* ---- the migrations from schema 1 (through 2) ------------------------------------------------------------- */
 
 /* "type|name|sql\n" for every object, ordered by name, runs of whitespace made one space. */
 static void schema_text(const char *path, char *out, size_t size)
@@ -1077,8 +1081,8 @@ static void test_migration_v1(void **state)
 
 	s = open_ok(t->db, STORE_REQUIRE_PRIVATE);
 	assert_int_equal(store_schema_version(s, &version), ST_OK);
-	assert_int_equal(version, 2);
-	assert_int_equal(STORE_SCHEMA_VERSION, 2);
+	assert_int_equal(version, 3);
+	assert_int_equal(STORE_SCHEMA_VERSION, 3);
 	/* The user and the setting are kept; the new tables work. */
 	assert_int_equal(store_snapshot_build(s, &snap), ST_OK);
 	assert_int_equal(snap->nusers, 1);
@@ -1091,7 +1095,7 @@ static void test_migration_v1(void **state)
 	entry_tag(&e, "country", "de");
 	assert_int_equal(store_pool_add(s, &e, 1, NULL), ST_OK);
 	store_close(s);
-	assert_int_equal(raw_int(t->db, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(t->db, "PRAGMA user_version"), 3);
 	assert_int_equal(raw_int(t->db, "SELECT created FROM users WHERE name = 'alice'"),
 			 1700000000);
 
@@ -1106,6 +1110,9 @@ static void test_migration_v1(void **state)
 	schema_text(fresh_path, fresh, 65536);
 	assert_non_null(strstr(fresh, "table|pool_health|CREATE TABLE pool_health ("));
 	assert_non_null(strstr(fresh, "table|usage_user|"));
+	assert_non_null(strstr(fresh, "failures INTEGER NOT NULL DEFAULT 0, datagrams INTEGER NOT NULL"
+				      " DEFAULT 0, PRIMARY KEY (day, user)"));
+	assert_non_null(strstr(fresh, "table|links|CREATE TABLE links ("));
 	assert_string_equal(migrated, fresh);
 	free(migrated);
 	free(fresh);
@@ -1113,7 +1120,7 @@ static void test_migration_v1(void **state)
 	/* Opening again migrates nothing more. */
 	s = open_ok(t->db, 0);
 	assert_int_equal(store_schema_version(s, &version), ST_OK);
-	assert_int_equal(version, 2);
+	assert_int_equal(version, 3);
 	store_close(s);
 }
 

@@ -29,6 +29,7 @@ static void test_add_and_take(void **state)
 	usage_add(&u, "alice", "127.0.0.2", 100, 1000, false);
 	usage_add(&u, "alice", "127.0.0.3", 5, 7, false);
 	usage_add(&u, "bob", "127.0.0.2", 0, 0, true);
+	usage_add_datagrams(&u, "alice", "127.0.0.3", 1, 30, 60, 4);
 	usage_take(&u, &e, &us);
 	assert_int_equal(e.n, 2);
 	assert_int_equal(us.n, 2);
@@ -40,9 +41,14 @@ static void test_add_and_take(void **state)
 	assert_int_equal(r->failures, 1);
 	r = find(&us, "alice");
 	assert_non_null(r);
-	assert_int_equal(r->connections, 2);
-	assert_int_equal(r->bytes_up, 105);
+	assert_int_equal(r->connections, 3);
+	assert_int_equal(r->bytes_up, 135);
 	assert_int_equal(r->failures, 0);
+	assert_int_equal(r->datagrams, 4);
+	r = find(&e, "127.0.0.3");
+	assert_non_null(r);
+	assert_int_equal(r->bytes_down, 67);
+	assert_int_equal(r->datagrams, 4);
 	/* Taking empties the worker's side. */
 	usage_map_free(&e);
 	usage_map_free(&us);
