@@ -14,13 +14,16 @@
 
 #include "base/compiler.h"
 
-/* An IPv4 or IPv6 socket address with its length. */
+/*
+ * An IPv4 or IPv6 socket address with its length: 32 bytes, not sockaddr_storage's 132, since
+ * sessions and pools hold many. accept/getsockname into it pass len = sizeof(u); the kernel
+ * truncates and reports a longer address family, which the callers then reject by family.
+ */
 struct addr {
 	union {
 		struct sockaddr sa;
 		struct sockaddr_in sin;
 		struct sockaddr_in6 sin6;
-		struct sockaddr_storage ss;
 	} u;
 	socklen_t len;
 };
