@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,10 @@ enum session_state {
 };
 
 /*
- * What the request needs to choose and account for its source address; allocated once the
- * username is known (or at the request, without authentication) and freed with the session.
+ * What the request needs to reach its target: the username's parameters, the target's addresses
+ * and the source addresses to try. Allocated once the username is known (or at the request,
+ * without authentication) and freed as soon as the relay starts: an open connection keeps only
+ * what its close needs (who, from where, how many bytes), so idle connections stay small.
  */
 struct session_route {
 	struct egress_params params;   /* name, session, ttl, tag filters from the username */
@@ -69,7 +72,9 @@ struct session_route {
 	uint8_t suspects; /* bit i: candidate i met an unreachable route; blamed if another works */
 	bool has_key;	  /* key computed at the request (only when the pool was not empty) */
 	bool pool_in_use;
-	char egress[STORE_ADDRESS_MAX]; /* address connected from, for usage; "" = system default */
+	uint8_t ntargets, next_target;
+	uint8_t fail_rep; /* the best REP so far while trying the targets */
+	struct addr targets[RESOLVE_MAX_ADDRS];
 };
 
 struct session {
@@ -80,15 +85,12 @@ struct session {
 	bool c_eof, t_eof;   /* read 0 from client / target */
 	bool c_shut, t_shut; /* shutdown(SHUT_WR) sent to client / target */
 	uint8_t method;
-	uint8_t ntargets, next_target;
 	int cfd, tfd;
 	ev_io c_read, c_write, t_read, t_write;
 	ev_timer timer;
 	double last_active; /* relay: for the idle timeout */
 	struct buf up, down;
 	struct addr client;
-	struct addr targets[RESOLVE_MAX_ADDRS];
-	uint8_t fail_rep; /* the best REP so far while trying the targets */
 	struct resolve_query *query;
 	struct auth_job *job;
 	struct session_route *route;
@@ -96,6 +98,8 @@ struct session {
 	bool connect_started; /* a CONNECT reached the connect stage: counted in usage */
 	bool relayed;	      /* ... and connected */
 	uint32_t reply_bytes; /* our own bytes in `down`, not the target's: kept out of usage */
+	char user[EGRESS_NAME_MAX + 1]; /* for usage: the user name without parameters, "" = none */
+	char egress[STORE_ADDRESS_MAX]; /* for usage: the source address, "" = system default */
 };
 
 static void session_advance(struct session *s);
@@ -183,10 +187,13 @@ static uint8_t session_rep_from_errno(int err)
 
 /* ---- connecting ------------------------------------------------------------------------------- */
 
-static void session_route_release_snapshot(struct session_route *r)
+static void session_route_free(struct session *s)
 {
-	snapshot_unref(r->snap);
-	r->snap = NULL;
+	if (s->route == NULL)
+		return;
+	snapshot_unref(s->route->snap);
+	free(s->route);
+	s->route = NULL;
 }
 
 /*
@@ -237,7 +244,42 @@ static void session_candidate_failed(struct session *s, enum session_blame blame
 	else
 		r->suspects |= (uint8_t)(1u << r->next_cand);
 	r->next_cand++;
-	s->next_target = 0;
+	r->next_target = 0;
+}
+
+static void session_connect_next(struct session *s);
+static void session_connected(struct session *s);
+
+/* The connect under way finished with err (0: connected). */
+static void session_connect_done(struct session *s, int err)
+{
+	if (err == 0) {
+		session_connected(s);
+		return;
+	}
+	log_debug("connect failed: %s", strerror(err));
+	s->route->fail_rep = session_rep_from_errno(err);
+	ev_io_stop(s->w->loop, &s->t_read);
+	ev_io_stop(s->w->loop, &s->t_write);
+	close(s->tfd);
+	s->tfd = -1;
+	if (session_candidate(s) != NULL && session_blame_of(err, false) != BLAME_TARGET)
+		session_candidate_failed(s, session_blame_of(err, false), err);
+	session_connect_next(s);
+}
+
+/*
+ * A connect to a nearby target (loopback, the same host, the LAN) has often finished by the time
+ * connect(2) returns EINPROGRESS: one poll with no timeout finds out, which saves the writability
+ * round through epoll (two epoll_ctl and a loop iteration) and its latency. Otherwise the t_write
+ * watcher waits as usual.
+ */
+static void session_connect_poll(struct session *s)
+{
+	struct pollfd p = { .fd = s->tfd, .events = POLLOUT };
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLOUT | POLLERR | POLLHUP)))
+		session_connect_done(s, egress_connect_result(s->tfd));
 }
 
 /*
@@ -248,15 +290,16 @@ static void session_candidate_failed(struct session *s, enum session_blame blame
  */
 static void session_connect_next(struct session *s)
 {
+	struct session_route *r = s->route;
+
 	for (;;) {
 		const struct route_candidate *c = session_candidate(s);
-		bool pool = s->route != NULL && s->route->pool_in_use;
 		bool next_candidate = false;
 
-		if (pool && c == NULL)
+		if (r->pool_in_use && c == NULL)
 			break; /* every candidate failed */
-		while (s->next_target < s->ntargets) {
-			const struct addr *dst = &s->targets[s->next_target++];
+		while (r->next_target < r->ntargets) {
+			const struct addr *dst = &r->targets[r->next_target++];
 			int fd, bind_failed;
 
 			if (c != NULL && addr_family(dst) != c->entry->family)
@@ -264,7 +307,7 @@ static void session_connect_next(struct session *s)
 			if (server_target_denied(s->w->srv, dst)) {
 				/* Checked on the resolved address itself: a name cannot smuggle it in. */
 				log_debug("destination refused: internal or one of our own addresses");
-				s->fail_rep = SOCKS_REP_NOT_ALLOWED;
+				r->fail_rep = SOCKS_REP_NOT_ALLOWED;
 				continue;
 			}
 			/* A prefix entry's address is one of many routed here, on no interface. */
@@ -279,25 +322,27 @@ static void session_connect_next(struct session *s)
 				s->state = S_CONNECTING;
 				ev_io_set(&s->t_read, fd, EV_READ);
 				ev_io_set(&s->t_write, fd, EV_WRITE);
+				session_connect_poll(s);
 				return;
 			}
 			if (c != NULL && session_blame_of(errno, bind_failed) != BLAME_TARGET) {
-				s->fail_rep = session_rep_from_errno(errno);
+				r->fail_rep = session_rep_from_errno(errno);
 				session_candidate_failed(s, session_blame_of(errno, bind_failed), errno);
 				next_candidate = true;
 				break;
 			}
-			s->fail_rep = session_rep_from_errno(errno);
+			r->fail_rep = session_rep_from_errno(errno);
 			log_debug("connect failed at once: %s", strerror(errno));
 		}
 		if (!next_candidate)
 			break; /* the target's addresses are exhausted: the target is at fault */
 	}
-	session_reply_fail(s, s->fail_rep);
+	session_reply_fail(s, r->fail_rep);
 }
 
 static void session_connected(struct session *s)
 {
+	struct session_route *r = s->route;
 	uint8_t reply[SOCKS_REPLY_MAX];
 	struct addr bnd;
 	size_t n;
@@ -307,21 +352,19 @@ static void session_connected(struct session *s)
 		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
 		return;
 	}
-	if (s->route != NULL) {
-		const struct route_candidate *c = session_candidate(s);
+	const struct route_candidate *c = session_candidate(s);
 
-		if (c != NULL) {
-			/* Another source reached the target: the suspects' routes were at fault. */
-			for (unsigned i = 0; i < s->route->next_cand; i++)
-				if (s->route->suspects & (1u << i))
-					session_cool_down(s, i, ENETUNREACH);
-			route_entry_ok(s->route->snap, c->entry);
-			snprintf(s->route->egress, sizeof(s->route->egress), "%s",
-				 route_entry_address(s->route->snap, c->entry));
-		}
-		/* The pool may change under a long relay: keep nothing of this snapshot. */
-		session_route_release_snapshot(s->route);
+	if (c != NULL) {
+		/* Another source reached the target: the suspects' routes were at fault. */
+		for (unsigned i = 0; i < r->next_cand; i++)
+			if (r->suspects & (1u << i))
+				session_cool_down(s, i, ENETUNREACH);
+		route_entry_ok(r->snap, c->entry);
+		snprintf(s->egress, sizeof(s->egress), "%s", route_entry_address(r->snap, c->entry));
 	}
+	/* The pool may change under a long relay: keep nothing of this snapshot, nor anything
+	 * else of the request. */
+	session_route_free(s);
 	/* RFC 1928 §6: BND.ADDR/BND.PORT are the address the server assigned to connect. */
 	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &bnd);
 	session_send(s, reply, n);
@@ -340,16 +383,15 @@ static void session_route_and_connect(struct session *s)
 	unsigned families = 0;
 	int n;
 
-	s->next_target = 0;
+	r->next_target = 0;
 	s->connect_started = true;
-	if (r == NULL || route_pool_empty(s->w->snap)) {
-		if (r != NULL)
-			r->pool_in_use = false;
+	if (route_pool_empty(s->w->snap)) {
+		r->pool_in_use = false;
 		session_connect_next(s); /* empty pool: the system's default address */
 		return;
 	}
-	for (size_t i = 0; i < s->ntargets; i++)
-		families |= addr_family(&s->targets[i]) == AF_INET6 ? EGRESS_FAMILY_V6
+	for (size_t i = 0; i < r->ntargets; i++)
+		families |= addr_family(&r->targets[i]) == AF_INET6 ? EGRESS_FAMILY_V6
 								     : EGRESS_FAMILY_V4;
 	if (!r->has_key) {
 		/* The pool filled up while this request was resolving: a one-off random key
@@ -383,8 +425,8 @@ static void session_resolved(void *arg, int status, const struct addr *addrs, si
 		log_debug("resolution failed: %s", status_str(status));
 		session_reply_fail(s, SOCKS_REP_HOST_UNREACHABLE);
 	} else {
-		s->ntargets = (uint8_t)MIN(n, (size_t)RESOLVE_MAX_ADDRS);
-		memcpy(s->targets, addrs, s->ntargets * sizeof(*addrs));
+		s->route->ntargets = (uint8_t)MIN(n, (size_t)RESOLVE_MAX_ADDRS);
+		memcpy(s->route->targets, addrs, s->route->ntargets * sizeof(*addrs));
 		session_route_and_connect(s);
 	}
 	session_settle(s);
@@ -430,23 +472,23 @@ static void session_request(struct session *s, const struct socks_request *req)
 		return;
 	}
 	session_timer_set(s, s->w->srv->cfg.connect_timeout);
-	s->fail_rep = SOCKS_REP_GENERAL_FAILURE;
-	s->next_target = 0;
 	if (session_route_ready(s) != ST_OK) {
 		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
 		return;
 	}
+	s->route->fail_rep = SOCKS_REP_GENERAL_FAILURE;
+	s->route->next_target = 0;
 	/* With an empty pool the key is never used: no hashing, no suffix-list lookup. */
 	if (!route_pool_empty(s->w->snap))
 		session_route_key(s, dst);
 	switch (dst->atyp) {
 	case SOCKS_ATYP_IPV4:
-		addr_from_ipv4(&s->targets[0], dst->u.ipv4, dst->port);
-		s->ntargets = 1;
+		addr_from_ipv4(&s->route->targets[0], dst->u.ipv4, dst->port);
+		s->route->ntargets = 1;
 		break;
 	case SOCKS_ATYP_IPV6:
-		addr_from_ipv6(&s->targets[0], dst->u.ipv6, dst->port);
-		s->ntargets = 1;
+		addr_from_ipv6(&s->route->targets[0], dst->u.ipv6, dst->port);
+		s->route->ntargets = 1;
 		break;
 	default: {
 		struct resolve_query *q;
@@ -550,6 +592,7 @@ static void session_auth(struct session *s, const struct socks_auth *a)
 		session_auth_fail(s);
 		return;
 	}
+	memcpy(s->user, s->route->params.name, sizeof(s->user));
 	if (w->snap->nusers == 0) {
 		/* No user exists and no-auth is allowed here (checked at the method choice): the
 		 * credentials cannot be checked against anything, so they are not. */
@@ -612,6 +655,13 @@ static uint8_t session_choose_method(const struct session *s, const struct socks
 	return SOCKS_METHOD_UNACCEPTABLE;
 }
 
+/* The handshake needs more bytes: if the client has closed its side, they will never come. */
+static void session_starved(struct session *s)
+{
+	if (s->c_eof)
+		session_close(s);
+}
+
 /* Parse whatever complete messages sit at the head of `up`, as far as the state allows. */
 static void session_advance(struct session *s)
 {
@@ -626,8 +676,10 @@ static void session_advance(struct session *s)
 			uint8_t reply[2];
 
 			n = socks_parse_greeting(p, len, &g);
-			if (n == ST_NEED_MORE)
+			if (n == ST_NEED_MORE) {
+				session_starved(s);
 				return;
+			}
 			if (n < 0) {
 				/* Not SOCKS5: there is no reply a SOCKS4 or HTTP client would read. */
 				log_debug("bad greeting: %s", status_str(n));
@@ -651,8 +703,10 @@ static void session_advance(struct session *s)
 			struct socks_auth a;
 
 			n = socks_parse_auth(p, len, &a);
-			if (n == ST_NEED_MORE)
+			if (n == ST_NEED_MORE) {
+				session_starved(s);
 				return;
+			}
 			if (n < 0) {
 				uint8_t reply[2];
 
@@ -673,8 +727,10 @@ static void session_advance(struct session *s)
 			struct socks_request req;
 
 			n = socks_parse_request(p, len, &req);
-			if (n == ST_NEED_MORE)
+			if (n == ST_NEED_MORE) {
+				session_starved(s);
 				return;
+			}
 			if (n < 0) {
 				log_debug("bad request: %s", status_str(n));
 				session_reply_fail(s, socks_request_error_rep(n));
@@ -754,6 +810,11 @@ static void session_flush(struct session *s)
 		session_close(s);
 		return;
 	}
+	if (s->c_eof && s->t_eof && buf_empty(&s->up) && buf_empty(&s->down)) {
+		/* Both directions finished: close(2) sends whichever FIN is still owed. */
+		session_close(s);
+		return;
+	}
 	if (s->c_eof && buf_empty(&s->up) && !s->t_shut) {
 		shutdown(s->tfd, SHUT_WR); /* the client's FIN reaches the target */
 		s->t_shut = true;
@@ -762,8 +823,6 @@ static void session_flush(struct session *s)
 		shutdown(s->cfd, SHUT_WR);
 		s->c_shut = true;
 	}
-	if (s->t_shut && s->c_shut)
-		session_close(s); /* both directions finished */
 }
 
 static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -785,9 +844,12 @@ static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 	}
 	n = session_read(s->cfd, &s->up);
 	if (n == 0) {
+		/* In the handshake, a client that stops sending can never finish it. While its
+		 * login is checked or its target resolved or connected, it may have pipelined the
+		 * rest: that goes on, and the FIN is passed on after it. */
 		s->c_eof = true;
-		if (s->state != S_RELAY)
-			session_close(s); /* gone before the relay started: nothing to pass on */
+		if (s->state == S_GREETING || s->state == S_AUTH || s->state == S_REQUEST)
+			session_advance(s);
 	} else if (n == -2) {
 		session_close(s);
 	} else if (n > 0) {
@@ -834,21 +896,7 @@ static void session_target_write_cb(struct ev_loop *loop, ev_io *io, int revents
 	UNUSED(loop);
 	UNUSED(revents);
 	if (s->state == S_CONNECTING) {
-		int err = egress_connect_result(s->tfd);
-
-		if (err == 0) {
-			session_connected(s);
-		} else {
-			log_debug("connect failed: %s", strerror(err));
-			s->fail_rep = session_rep_from_errno(err);
-			ev_io_stop(s->w->loop, &s->t_read);
-			ev_io_stop(s->w->loop, &s->t_write);
-			close(s->tfd);
-			s->tfd = -1;
-			if (session_candidate(s) != NULL && session_blame_of(err, false) != BLAME_TARGET)
-				session_candidate_failed(s, session_blame_of(err, false), err);
-			session_connect_next(s);
-		}
+		session_connect_done(s, egress_connect_result(s->tfd));
 	} else {
 		s->last_active = ev_now(s->w->loop);
 	}
@@ -917,14 +965,10 @@ static void session_free(struct session *s)
 	if (s->job != NULL)
 		s->job->owner = NULL; /* orphaned: freed when it comes back */
 	if (s->connect_started)
-		usage_add(&w->usage, s->route != NULL ? s->route->params.name : "",
-			  s->route != NULL ? s->route->egress : "", s->bytes_up,
+		usage_add(&w->usage, s->user, s->egress, s->bytes_up,
 			  s->bytes_down > s->reply_bytes ? s->bytes_down - s->reply_bytes : 0,
 			  !s->relayed);
-	if (s->route != NULL) {
-		session_route_release_snapshot(s->route);
-		free(s->route);
-	}
+	session_route_free(s);
 	close(s->cfd);
 	if (s->tfd >= 0)
 		close(s->tfd);
@@ -956,13 +1000,12 @@ static void session_watch(struct ev_loop *loop, ev_io *io, bool want)
 static void session_settle(struct session *s)
 {
 	struct ev_loop *loop = s->w->loop;
-	bool handshake, relay, linger;
+	bool relay, linger;
 
 	if (s->state == S_CLOSED) {
 		session_free(s);
 		return;
 	}
-	handshake = s->state == S_GREETING || s->state == S_AUTH || s->state == S_REQUEST;
 	relay = s->state == S_RELAY;
 	if (relay) {
 		/* An idle relay holds no buffer: memory follows the bytes in flight, not the number of
@@ -973,8 +1016,10 @@ static void session_settle(struct session *s)
 			buf_free(&s->down);
 	}
 	linger = s->state == S_LINGER;
-	session_watch(loop, &s->c_read,
-		      linger || ((handshake || relay) && !s->c_eof && session_buf_has_room(&s->up)));
+	/* The client is read in every state, also while its login is checked or its target
+	 * connected: what it pipelines waits in `up`, and its fd's epoll registration never goes
+	 * away and comes back (each return costs libev a failed EPOLL_CTL_ADD and a MOD). */
+	session_watch(loop, &s->c_read, linger || (!s->c_eof && session_buf_has_room(&s->up)));
 	session_watch(loop, &s->c_write, !buf_empty(&s->down));
 	if (s->tfd >= 0) {
 		session_watch(loop, &s->t_read,
@@ -987,13 +1032,12 @@ static void session_settle(struct session *s)
 int session_start(struct worker *w, struct listener *l, int fd, const struct addr *peer)
 {
 	struct session *s = calloc(1, sizeof(*s));
-	int one = 1;
 
 	if (s == NULL) {
 		close(fd);
 		return ST_ENOMEM;
 	}
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* TCP_NODELAY came with the socket from the listener (socks/server.c). */
 	s->w = w;
 	s->cfd = fd;
 	s->tfd = -1;

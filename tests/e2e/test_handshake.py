@@ -101,6 +101,35 @@ class Handshake(DaemonTestCase):
         recv_line(s)
         self.assertEqual(harness.recv_all(s), payload, "payload, then EOF from the target")
 
+    def test_pipelined_login_with_half_close(self):
+        # The FIN arrives while the password is being verified (Argon2id, tens of ms): the
+        # pipelined request and payload still go through, then the FIN reaches the target.
+        d = self.start_daemon(users=[(USER, PASSWORD)])
+        s = self.closing(tcp_connect(d.addr()))
+        payload = os.urandom(3000)
+        s.sendall(bytes.fromhex("05 01 02")          # VER NMETHODS=1 [02 user/pass]
+                  + harness.userpass(USER, PASSWORD)
+                  + bytes.fromhex("05 01 00 01 7f 00 00 01") + port_bytes(self.echo.port)
+                  + payload)
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(read_method(s), 0x02)
+        self.assertEqual(read_auth_status(s), 0x00)
+        self.assertEqual(read_reply(s).rep, 0x00)
+        recv_line(s)
+        self.assertEqual(harness.recv_all(s), payload, "payload, then EOF from the target")
+
+    def test_half_close_mid_handshake_closes_at_once(self):
+        # A request cut short by the client's FIN can never complete: closed now, not at the
+        # handshake deadline.
+        d = self.start_daemon(args=["--handshake-timeout", "30"])
+        s = self.closing(tcp_connect(d.addr()))
+        s.sendall(bytes.fromhex("05 01 00") + bytes.fromhex("05 01 00 01 7f 00"))  # request cut
+        s.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        self.assertEqual(read_method(s), 0x00)
+        how, _ = wait_closed(s, 5)
+        self.assertLess(time.monotonic() - t0, 5, "closed by the deadline, not at the FIN: " + how)
+
     # ---- deadline
 
     def assert_closed_by_deadline(self, s, t0, label):
