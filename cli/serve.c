@@ -38,6 +38,8 @@ static void serve_usage(FILE *f)
 		"  --grace S               on SIGINT/SIGTERM, seconds open connections may finish (10)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info; only debug names\n"
 		"                          destinations)\n"
+		"  --no-splice             relay through user-space buffers instead of splice(2)\n"
+		"                          (for comparison and debugging)\n"
 		"  --help                  this text\n",
 		cli_progname);
 }
@@ -88,6 +90,7 @@ enum {
 	OPT_DB = 256,
 	OPT_LISTEN,
 	OPT_NO_AUTH,
+	OPT_NO_SPLICE,
 	OPT_ALLOW_PRIVATE,
 	OPT_DENY_PRIVATE,
 	OPT_WORKERS,
@@ -104,6 +107,7 @@ static const struct option serve_options[] = {
 	{ "db", required_argument, NULL, OPT_DB },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "no-auth", no_argument, NULL, OPT_NO_AUTH },
+	{ "no-splice", no_argument, NULL, OPT_NO_SPLICE },
 	{ "allow-private", no_argument, NULL, OPT_ALLOW_PRIVATE },
 	{ "deny-private", no_argument, NULL, OPT_DENY_PRIVATE },
 	{ "workers", required_argument, NULL, OPT_WORKERS },
@@ -147,6 +151,9 @@ int cmd_serve(int argc, char **argv)
 				return CLI_USAGE;
 			}
 			cfg.nlisten++;
+			break;
+		case OPT_NO_SPLICE:
+			cfg.no_splice = true;
 			break;
 		case OPT_NO_AUTH:
 			cfg.no_auth = true;

@@ -315,6 +315,7 @@ static int worker_init(struct server *srv, struct worker *w, unsigned id)
 	atomic_init(&w->next_snap, NULL);
 	atomic_init(&w->paused_at_cap, false);
 	usage_init(&w->usage);
+	pipe_pool_init(&w->pipes);
 	rc = pwhash_cache_new(CACHE_SLOTS, CACHE_TTL, &w->cache);
 	if (rc != ST_OK)
 		return rc;
@@ -350,6 +351,7 @@ static void worker_destroy(struct worker *w)
 	resolver_free(w->resolver);
 	auth_sink_destroy(&w->sink);
 	usage_destroy(&w->usage);
+	pipe_pool_destroy(&w->pipes);
 	pwhash_cache_free(w->cache);
 	snapshot_unref(w->snap);
 	snapshot_unref(atomic_exchange(&w->next_snap, NULL));

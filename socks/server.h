@@ -30,6 +30,7 @@ struct server_config {
 	double idle_timeout;	  /* relay with no byte either way, seconds */
 	double grace;		  /* shutdown: how long open connections may finish, seconds */
 	bool no_auth;		  /* offer "no authentication" even with users / off loopback */
+	bool no_splice;		  /* relay through user-space buffers only (comparisons, debugging) */
 	enum server_private {
 		SERVER_PRIVATE_AUTO,  /* refused when any listener is outside loopback */
 		SERVER_PRIVATE_ALLOW, /* --allow-private */

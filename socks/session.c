@@ -32,6 +32,7 @@
 #include "egress/bind.h"
 #include "egress/params.h"
 #include "egress/site.h"
+#include "socks/pipes.h"
 #include "socks/proto.h"
 #include "socks/resolve.h"
 #include "socks/route.h"
@@ -90,6 +91,7 @@ struct session {
 	ev_timer timer;
 	double last_active; /* relay: for the idle timeout */
 	struct buf up, down;
+	struct pipe_buf up_pipe, down_pipe; /* the relay's zero-copy path, when both ends are sockets */
 	struct addr client;
 	struct resolve_query *query;
 	struct auth_job *job;
@@ -786,12 +788,65 @@ static bool session_write(int fd, struct buf *b, uint64_t *count)
 	return true;
 }
 
+/*
+ * The relay moves each direction through its buffer or its pipe, never both at once: bytes go
+ * into the pipe (splice, no copy through user space) only while the buffer is empty, and into the
+ * buffer only while the pipe is empty, so their order is kept. The buffer carries the handshake's
+ * leftovers (a request's pipelined bytes, our reply) and everything when splicing is off or no
+ * pipe can be had.
+ */
+static bool session_splicing(const struct session *s)
+{
+	return s->state == S_RELAY && !s->w->srv->cfg.no_splice;
+}
+
+static bool session_dir_empty(struct buf *b, const struct pipe_buf *p)
+{
+	return buf_empty(b) && p->len == 0;
+}
+
+static bool session_dir_has_room(struct buf *b, const struct pipe_buf *p)
+{
+	if (p->len > 0)
+		return p->len < p->cap;
+	return session_buf_has_room(b);
+}
+
+/* Read from fd into a direction. session_read's return values. */
+static ssize_t session_relay_read(struct session *s, int fd, struct buf *b, struct pipe_buf *p)
+{
+	if (p->len > 0 || (buf_empty(b) && session_splicing(s))) {
+		if (p->fd[0] >= 0 || pipe_pool_get(&s->w->pipes, p) == ST_OK)
+			return pipe_buf_fill(p, fd);
+		/* No descriptor for a pipe (EMFILE): this read goes through the buffer. */
+	}
+	return session_read(fd, b);
+}
+
+/* Write a direction's pending bytes to fd. false on a write error. */
+static bool session_relay_write(int fd, struct buf *b, struct pipe_buf *p, uint64_t *count)
+{
+	ssize_t n;
+
+	if (!session_write(fd, b, count))
+		return false;
+	if (p->len == 0)
+		return true;
+	n = pipe_buf_drain(p, fd);
+	if (n < 0)
+		return false;
+	*count += (uint64_t)n;
+	return true;
+}
+
 /* Push pending bytes both ways and pass on half-closes once a direction is drained. */
 static void session_flush(struct session *s)
 {
+	bool up_done, down_done;
+
 	if (s->state == S_CLOSED)
 		return;
-	if (!session_write(s->cfd, &s->down, &s->bytes_down)) {
+	if (!session_relay_write(s->cfd, &s->down, &s->down_pipe, &s->bytes_down)) {
 		session_close(s);
 		return;
 	}
@@ -806,20 +861,22 @@ static void session_flush(struct session *s)
 	}
 	if (s->state != S_RELAY)
 		return;
-	if (!session_write(s->tfd, &s->up, &s->bytes_up)) {
+	if (!session_relay_write(s->tfd, &s->up, &s->up_pipe, &s->bytes_up)) {
 		session_close(s);
 		return;
 	}
-	if (s->c_eof && s->t_eof && buf_empty(&s->up) && buf_empty(&s->down)) {
+	up_done = s->c_eof && session_dir_empty(&s->up, &s->up_pipe);
+	down_done = s->t_eof && session_dir_empty(&s->down, &s->down_pipe);
+	if (up_done && down_done) {
 		/* Both directions finished: close(2) sends whichever FIN is still owed. */
 		session_close(s);
 		return;
 	}
-	if (s->c_eof && buf_empty(&s->up) && !s->t_shut) {
+	if (up_done && !s->t_shut) {
 		shutdown(s->tfd, SHUT_WR); /* the client's FIN reaches the target */
 		s->t_shut = true;
 	}
-	if (s->t_eof && buf_empty(&s->down) && !s->c_shut) {
+	if (down_done && !s->c_shut) {
 		shutdown(s->cfd, SHUT_WR);
 		s->c_shut = true;
 	}
@@ -842,7 +899,7 @@ static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 		session_settle(s);
 		return;
 	}
-	n = session_read(s->cfd, &s->up);
+	n = session_relay_read(s, s->cfd, &s->up, &s->up_pipe);
 	if (n == 0) {
 		/* In the handshake, a client that stops sending can never finish it. While its
 		 * login is checked or its target resolved or connected, it may have pipelined the
@@ -878,7 +935,7 @@ static void session_target_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 	UNUSED(loop);
 	UNUSED(revents);
-	n = session_read(s->tfd, &s->down);
+	n = session_relay_read(s, s->tfd, &s->down, &s->down_pipe);
 	if (n == 0)
 		s->t_eof = true;
 	else if (n == -2)
@@ -978,6 +1035,8 @@ static void session_free(struct session *s)
 		explicit_bzero(s->up.base, s->up.cap);
 	buf_free(&s->up);
 	buf_free(&s->down);
+	pipe_pool_put(&w->pipes, &s->up_pipe); /* closed, if bytes are left in it */
+	pipe_pool_put(&w->pipes, &s->down_pipe);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
@@ -1015,17 +1074,24 @@ static void session_settle(struct session *s)
 		if (s->down.base != NULL && buf_empty(&s->down))
 			buf_free(&s->down);
 	}
+	/* Likewise pipes: back to the worker's pool as soon as they are empty. */
+	if (s->up_pipe.fd[0] >= 0 && s->up_pipe.len == 0)
+		pipe_pool_put(&s->w->pipes, &s->up_pipe);
+	if (s->down_pipe.fd[0] >= 0 && s->down_pipe.len == 0)
+		pipe_pool_put(&s->w->pipes, &s->down_pipe);
 	linger = s->state == S_LINGER;
 	/* The client is read in every state, also while its login is checked or its target
 	 * connected: what it pipelines waits in `up`, and its fd's epoll registration never goes
 	 * away and comes back (each return costs libev a failed EPOLL_CTL_ADD and a MOD). */
-	session_watch(loop, &s->c_read, linger || (!s->c_eof && session_buf_has_room(&s->up)));
-	session_watch(loop, &s->c_write, !buf_empty(&s->down));
+	session_watch(loop, &s->c_read,
+		      linger || (!s->c_eof && session_dir_has_room(&s->up, &s->up_pipe)));
+	session_watch(loop, &s->c_write, !session_dir_empty(&s->down, &s->down_pipe));
 	if (s->tfd >= 0) {
 		session_watch(loop, &s->t_read,
-			      relay && !s->t_eof && session_buf_has_room(&s->down));
+			      relay && !s->t_eof && session_dir_has_room(&s->down, &s->down_pipe));
 		session_watch(loop, &s->t_write,
-			      s->state == S_CONNECTING || (relay && !buf_empty(&s->up)));
+			      s->state == S_CONNECTING ||
+				      (relay && !session_dir_empty(&s->up, &s->up_pipe)));
 	}
 }
 
@@ -1041,6 +1107,8 @@ int session_start(struct worker *w, struct listener *l, int fd, const struct add
 	s->w = w;
 	s->cfd = fd;
 	s->tfd = -1;
+	pipe_buf_init(&s->up_pipe);
+	pipe_buf_init(&s->down_pipe);
 	s->state = S_GREETING;
 	s->loopback_listener = l->loopback;
 	s->client = *peer;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "socks/auth.h"
+#include "socks/pipes.h"
 #include "socks/server.h"
 #include "socks/usage.h"
 
@@ -55,6 +56,7 @@ struct worker {
 	unsigned nsessions;
 
 	struct usage usage; /* counters since the control thread's last flush */
+	struct pipe_pool pipes; /* empty pipes for the zero-copy relay */
 };
 
 struct server {

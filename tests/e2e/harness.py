@@ -135,9 +135,30 @@ def proc_stat_cpu(pid):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def proc_fd_targets(pid):
+    """What each open descriptor of a process points at, from /proc/PID/fd."""
+    d = "/proc/%d/fd" % pid
+    out = []
+    for name in os.listdir(d):
+        try:
+            out.append(os.readlink(os.path.join(d, name)))
+        except OSError:
+            pass  # closed meanwhile
+    return out
+
+
+def proc_relay_pipes(pid):
+    """Pipes whose two ends the process holds: the relay's splice pipes, in use or kept in its
+    workers' pools (socks/pipes.h). A pipe to a parent (stdout) has one end only."""
+    targets = [t for t in proc_fd_targets(pid) if t.startswith("pipe:")]
+    return sum(1 for t in set(targets) if targets.count(t) == 2)
+
+
 def proc_fd_count(pid):
-    """Open descriptors of a process, from /proc/PID/fd."""
-    return len(os.listdir("/proc/%d/fd" % pid))
+    """Open descriptors of a process, the relay's pipes left out: each worker keeps up to
+    PIPES_KEEP empty ones for the next transfer, so their number says nothing about leaks
+    (Daemon.relay_pipes bounds them separately)."""
+    return len(proc_fd_targets(pid)) - 2 * proc_relay_pipes(pid)
 
 
 def proc_rss_kib(pid):
@@ -389,6 +410,9 @@ class Daemon:
 
     def fd_count(self):
         return proc_fd_count(self.proc.pid)
+
+    def relay_pipes(self):
+        return proc_relay_pipes(self.proc.pid)
 
     def settled_fd_count(self, timeout=5.0):
         """The descriptor count once it stops changing for 0.5 s (bounded)."""
