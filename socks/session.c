@@ -280,7 +280,12 @@ static void session_connect_poll(struct session *s)
 {
 	struct pollfd p = { .fd = s->tfd, .events = POLLOUT };
 
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLOUT | POLLERR | POLLHUP)))
+	if (poll(&p, 1, 0) != 1)
+		return;
+	/* Writable and no error: connected, no SO_ERROR to ask for. */
+	if (p.revents == POLLOUT)
+		session_connect_done(s, 0);
+	else if (p.revents & (POLLERR | POLLHUP))
 		session_connect_done(s, egress_connect_result(s->tfd));
 }
 
@@ -882,13 +887,11 @@ static void session_flush(struct session *s)
 	}
 }
 
-static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* The client's socket is readable (or, right after accept, may be). */
+static void session_client_readable(struct session *s)
 {
-	struct session *s = container_of(io, struct session, c_read);
 	ssize_t n;
 
-	UNUSED(loop);
-	UNUSED(revents);
 	if (s->state == S_LINGER) {
 		/* Drain and drop until the client closes or the linger timer ends it. */
 		uint8_t sink[4096];
@@ -915,6 +918,13 @@ static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 	}
 	session_flush(s);
 	session_settle(s);
+}
+
+static void session_client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	UNUSED(loop);
+	UNUSED(revents);
+	session_client_readable(container_of(io, struct session, c_read));
 }
 
 static void session_client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -1123,7 +1133,10 @@ int session_start(struct worker *w, struct listener *l, int fd, const struct add
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
-	session_settle(s);
+	/* A client writes its greeting right after connecting, so by the time the listener's
+	 * readiness came round it has usually arrived: read it now rather than after a round
+	 * through epoll. (Nothing there: EAGAIN, and the watcher waits as usual.) */
+	session_client_readable(s);
 	return ST_OK;
 }
 
