@@ -28,6 +28,16 @@ int cmd_serve(int argc, char **argv);
 int cmd_user(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
+int cmd_link(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+
+/*
+ * `shroud link --OPTION ...`: the client side of the encrypted link (LINK.md), which reads an
+ * access key and serves SOCKS5 on loopback. cmd_link hands it every command line whose first
+ * argument after "link" starts with "--" (except --help); the operator's actions (add, allow,
+ * list, revoke) are words. In cli/link_client.c.
+ */
+int cmd_link_client(int argc, char **argv);
 
 /* The program name for messages ("shroud"). */
 extern const char *cli_progname;

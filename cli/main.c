@@ -11,6 +11,8 @@ static const struct cli_command commands[] = {
 	{ "user", cmd_user, "manage the users that may log in (add, rm, passwd, list, ...)" },
 	{ "pool", cmd_pool, "manage the egress addresses connections leave from (add, rm, list, ...)" },
 	{ "config", cmd_config, "show or set daemon-wide settings (sticky-ttl)" },
+	{ "link", cmd_link, "manage the encrypted link's clients (add, allow, list, revoke)" },
+	{ "keygen", cmd_keygen, "make a client key pair for the encrypted link (FILE)" },
 };
 
 static void usage(FILE *f)

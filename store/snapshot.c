@@ -29,6 +29,11 @@ void snapshot_unref(struct snapshot *s)
 		explicit_bzero(s->users, s->nusers * sizeof(*s->users));
 		free(s->users);
 	}
+	/* The links hold PSKs: secrets. */
+	if (s->links != NULL) {
+		explicit_bzero(s->links, s->nlinks * sizeof(*s->links));
+		free(s->links);
+	}
 	/* One block: the entries, their tags and every string they point to. */
 	free(s->pool);
 	/* The salt is the key of sticky hashing: a secret. */
@@ -49,4 +54,19 @@ const struct snapshot_user *snapshot_user_find(const struct snapshot *s, const c
 	if (s == NULL || name == NULL || s->nusers == 0)
 		return NULL;
 	return bsearch(name, s->users, s->nusers, sizeof(*s->users), user_cmp);
+}
+
+static int link_cmp(const void *key, const void *elem)
+{
+	const struct snapshot_link *l = elem;
+
+	return memcmp(key, l->public_key, SNAPSHOT_LINK_KEY_BYTES);
+}
+
+const struct snapshot_link *snapshot_link_find(const struct snapshot *s,
+					       const uint8_t public_key[static SNAPSHOT_LINK_KEY_BYTES])
+{
+	if (s == NULL || s->nlinks == 0)
+		return NULL;
+	return bsearch(public_key, s->links, s->nlinks, sizeof(*s->links), link_cmp);
 }

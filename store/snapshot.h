@@ -49,6 +49,18 @@ struct snapshot_pool_entry {
 #define SNAPSHOT_SALT_BYTES 32
 #define SNAPSHOT_STICKY_TTL_DEFAULT 600
 
+/*
+ * A client of the encrypted link that may connect: the link and its user are both enabled (a
+ * disabled or removed one is simply absent). The PSK is a secret: snapshot_unref wipes it.
+ */
+#define SNAPSHOT_LINK_KEY_BYTES 32
+struct snapshot_link {
+	uint8_t public_key[SNAPSHOT_LINK_KEY_BYTES]; /* the client's static X25519 key */
+	uint8_t psk[SNAPSHOT_LINK_KEY_BYTES];
+	char name[64 + 1]; /* the link's name, for logs */
+	char user[64 + 1]; /* the user it acts as (snapshot_user_find) */
+};
+
 /* Something a consumer builds from the snapshot and hangs on it (the egress index), freed with
  * the snapshot's last reference. */
 typedef void snapshot_attachment_free_fn(void *attachment);
@@ -60,6 +72,8 @@ struct snapshot {
 	struct snapshot_user *users; /* sorted by name (strcmp) */
 	size_t npool;
 	struct snapshot_pool_entry *pool; /* ordered by id; one allocation with the tags and strings */
+	size_t nlinks;
+	struct snapshot_link *links; /* sorted by public_key (memcmp), no two equal */
 	bool has_salt;
 	uint8_t salt[SNAPSHOT_SALT_BYTES]; /* settings.sticky_salt */
 	uint32_t sticky_ttl;		   /* settings.sticky_ttl, or the default */
@@ -75,5 +89,9 @@ void snapshot_unref(struct snapshot *s);
 
 /* The user with this exact name, or NULL. O(log n). Disabled users are returned too. */
 const struct snapshot_user *snapshot_user_find(const struct snapshot *s, const char *name);
+
+/* The link whose client key is public_key, or NULL. O(log n). */
+const struct snapshot_link *snapshot_link_find(const struct snapshot *s,
+					       const uint8_t public_key[static SNAPSHOT_LINK_KEY_BYTES]);
 
 #endif

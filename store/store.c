@@ -1,6 +1,6 @@
 /*
  * store/store.c - the SQLite database: open, schema and migrations, users, settings, the egress
- * pool, health and usage, snapshots.
+ * pool, health and usage, the link clients and the server's link key, snapshots.
  */
 #include "store/store.h"
 
@@ -1241,6 +1241,334 @@ int store_usage_add(struct store *s, const char *day, const struct store_usage *
 	return st;
 }
 
+/* ---- encrypted-link clients and the server's link key -------------------------------------- */
+
+#define LINK_SERVER_KEY_SETTING "link_server_key"
+
+static int hex_digit(char c);
+
+bool store_link_name_valid(const char *name)
+{
+	/* The same rule as users.name: the CHECK on links.name in pool.db.sql is a copy of it. */
+	return store_user_name_valid(name);
+}
+
+/* Exactly STORE_LINK_SERVER_KEY_HEX hex digits. */
+static bool server_key_hex_valid(const char *hex)
+{
+	size_t i;
+
+	if (hex == NULL)
+		return false;
+	for (i = 0; hex[i] != '\0'; i++) {
+		if (i == STORE_LINK_SERVER_KEY_HEX || hex_digit(hex[i]) < 0)
+			return false;
+	}
+	return i == STORE_LINK_SERVER_KEY_HEX;
+}
+
+/* settings.link_server_key into hex, checked. ST_OK, ST_ENOTFOUND, ST_EDB (malformed). */
+static int server_key_read(struct store *s, char hex[static STORE_LINK_SERVER_KEY_HEX + 1])
+{
+	/* One character more than a good key: a longer one shows up as ETOOBIG or in the length. */
+	char buf[STORE_LINK_SERVER_KEY_HEX + 2];
+	int st = store_setting_get(s, LINK_SERVER_KEY_SETTING, buf, sizeof(buf));
+
+	if (st == ST_ENOTFOUND)
+		st = store_fail(s, ST_ENOTFOUND, "the link server key is not made yet");
+	else if (st == ST_ETOOBIG || (st == ST_OK && !server_key_hex_valid(buf)))
+		st = store_fail(s, ST_EDB,
+				"settings.link_server_key is malformed (not %d hex digits); it is never "
+				"replaced, since every client pins its public key",
+				STORE_LINK_SERVER_KEY_HEX);
+	if (st == ST_OK)
+		memcpy(hex, buf, STORE_LINK_SERVER_KEY_HEX + 1);
+	explicit_bzero(buf, sizeof(buf));
+	return st;
+}
+
+/* INSERT OR IGNORE the candidate, then read the key in effect; inside the caller's transaction
+ * or as two statements (both orders of two processes end with the first key written). */
+static int server_key_ensure(struct store *s, const char *candidate,
+			     char hex[static STORE_LINK_SERVER_KEY_HEX + 1])
+{
+	sqlite3_stmt *stmt;
+	int changes, st;
+
+	st = prepare(s, "INSERT OR IGNORE INTO settings (key, value) VALUES ('" LINK_SERVER_KEY_SETTING
+			"', ?1)",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	sqlite3_bind_text(stmt, 1, candidate, -1, SQLITE_STATIC);
+	st = step_change(s, stmt, &changes);
+	sqlite3_finalize(stmt);
+	if (st != ST_OK)
+		return st;
+	return server_key_read(s, hex);
+}
+
+int store_link_server_key_get(struct store *s, char hex[static STORE_LINK_SERVER_KEY_HEX + 1])
+{
+	return server_key_read(s, hex);
+}
+
+int store_link_server_key_init_if_absent(struct store *s, const char *candidate_hex,
+					 char hex[static STORE_LINK_SERVER_KEY_HEX + 1])
+{
+	char got[STORE_LINK_SERVER_KEY_HEX + 1];
+	int st;
+
+	if (!server_key_hex_valid(candidate_hex))
+		return store_fail(s, ST_EINVAL, "the candidate server key is not %d hex digits",
+				  STORE_LINK_SERVER_KEY_HEX);
+	st = exec(s, "BEGIN IMMEDIATE");
+	if (st != ST_OK)
+		return st;
+	st = server_key_ensure(s, candidate_hex, got);
+	if (st == ST_OK)
+		st = exec(s, "COMMIT");
+	if (st == ST_OK)
+		memcpy(hex, got, sizeof(got));
+	else
+		tx_rollback(s);
+	explicit_bzero(got, sizeof(got));
+	return st;
+}
+
+/*
+ * Run a one-row lookup with one parameter (text when len < 0, else a blob of len bytes). ST_OK
+ * when a row came back (its first column, text, copied to name when name is not NULL),
+ * ST_ENOTFOUND when none did. name, when given, has room for STORE_LINK_NAME_MAX + 1 bytes.
+ */
+static int link_lookup(struct store *s, const char *sql, const void *param, int len, char *name)
+{
+	sqlite3_stmt *stmt;
+	const unsigned char *text;
+	int rc, st;
+
+	st = prepare(s, sql, &stmt);
+	if (st != ST_OK)
+		return st;
+	if (len < 0)
+		sqlite3_bind_text(stmt, 1, param, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_blob(stmt, 1, param, len, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE) {
+		st = ST_ENOTFOUND;
+	} else if (rc != SQLITE_ROW) {
+		st = db_fail(s, rc, "SQLite");
+	} else if (name != NULL) {
+		text = sqlite3_column_text(stmt, 0);
+		snprintf(name, STORE_LINK_NAME_MAX + 1, "%s", text != NULL ? (const char *)text : "?");
+	}
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+/* The checks and the insert of store_link_add, inside its transaction. */
+static int link_insert(struct store *s, const struct store_link_new *l, const char *server_key_hex,
+		       char server_key[static STORE_LINK_SERVER_KEY_HEX + 1],
+		       enum store_link_field *field)
+{
+	char other[STORE_LINK_NAME_MAX + 1];
+	sqlite3_stmt *stmt;
+	int changes, st;
+
+	/* Each conflict is looked for by name, under the write lock, so the answer says which
+	 * argument was wrong and cannot change before the insert. */
+	*field = STORE_LINK_FIELD_USER;
+	st = link_lookup(s, "SELECT name FROM users WHERE name = ?1", l->user, -1, NULL);
+	if (st == ST_ENOTFOUND)
+		return store_fail(s, ST_ENOTFOUND, "no such user");
+	if (st != ST_OK)
+		return st;
+	*field = STORE_LINK_FIELD_NAME;
+	st = link_lookup(s, "SELECT name FROM links WHERE name = ?1", l->name, -1, NULL);
+	if (st == ST_OK)
+		return store_fail(s, ST_EEXIST, "a link with this name already exists");
+	if (st != ST_ENOTFOUND)
+		return st;
+	*field = STORE_LINK_FIELD_PUBLIC_KEY;
+	st = link_lookup(s, "SELECT name FROM links WHERE public_key = ?1", l->public_key,
+			 STORE_LINK_KEY_BYTES, other);
+	if (st == ST_OK)
+		return store_fail(s, ST_EEXIST, "the public key is already link '%s'", other);
+	if (st != ST_ENOTFOUND)
+		return st;
+	if (server_key_hex != NULL) {
+		*field = STORE_LINK_FIELD_SERVER_KEY;
+		st = server_key_ensure(s, server_key_hex, server_key);
+		if (st != ST_OK)
+			return st;
+	}
+
+	*field = STORE_LINK_FIELD_NONE;
+	st = prepare(s,
+		     "INSERT INTO links (name, user, public_key, psk, enabled, created)"
+		     " VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	sqlite3_bind_text(stmt, 1, l->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, l->user, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(stmt, 3, l->public_key, STORE_LINK_KEY_BYTES, SQLITE_STATIC);
+	sqlite3_bind_blob(stmt, 4, l->psk, STORE_LINK_KEY_BYTES, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 5, (sqlite3_int64)time(NULL));
+	st = step_change(s, stmt, &changes);
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+int store_link_add(struct store *s, const struct store_link_new *link, const char *server_key_hex,
+		   char *server_key_out, enum store_link_field *bad)
+{
+	char key[STORE_LINK_SERVER_KEY_HEX + 1];
+	enum store_link_field field = STORE_LINK_FIELD_NONE;
+	int st;
+
+	if (bad != NULL)
+		*bad = STORE_LINK_FIELD_NONE;
+	/* Every argument first: a caller's mistake is refused before the write lock is taken. */
+	if (link == NULL || link->public_key == NULL || link->psk == NULL) {
+		st = store_fail(s, ST_EINVAL, "no link, public key or PSK given");
+	} else if (!store_link_name_valid(link->name)) {
+		field = STORE_LINK_FIELD_NAME;
+		st = store_fail(s, ST_EINVAL, "invalid link name");
+	} else if (!store_user_name_valid(link->user)) {
+		field = STORE_LINK_FIELD_USER;
+		st = store_fail(s, ST_EINVAL, "invalid user name");
+	} else if ((server_key_hex == NULL) != (server_key_out == NULL) ||
+		   (server_key_hex != NULL && !server_key_hex_valid(server_key_hex))) {
+		field = STORE_LINK_FIELD_SERVER_KEY;
+		st = store_fail(s, ST_EINVAL, "the candidate server key is not %d hex digits",
+				STORE_LINK_SERVER_KEY_HEX);
+	} else {
+		/* IMMEDIATE: take the write lock now (waiting within the busy timeout), not half
+		 * way. */
+		st = exec(s, "BEGIN IMMEDIATE");
+		if (st == ST_OK)
+			st = link_insert(s, link, server_key_hex, key, &field);
+		if (st == ST_OK)
+			st = exec(s, "COMMIT");
+		if (st != ST_OK)
+			tx_rollback(s);
+	}
+	if (st == ST_OK && server_key_out != NULL)
+		memcpy(server_key_out, key, sizeof(key));
+	if (st != ST_OK && bad != NULL)
+		*bad = field;
+	explicit_bzero(key, sizeof(key));
+	return st;
+}
+
+/* One row of (name, user, public_key, enabled, created) into info. A hand-edited file may break
+ * what the CHECKs promise: refuse the row rather than print something else. */
+static int link_info_fill(struct store *s, sqlite3_stmt *stmt, struct store_link_info *info)
+{
+	const unsigned char *name = sqlite3_column_text(stmt, 0);
+	const unsigned char *user = sqlite3_column_text(stmt, 1);
+	const void *key = sqlite3_column_blob(stmt, 2);
+
+	if (name == NULL || !store_link_name_valid((const char *)name) ||
+	    strlen((const char *)name) != (size_t)sqlite3_column_bytes(stmt, 0))
+		return store_fail(s, ST_EDB, "invalid link name in the database");
+	if (user == NULL || !store_user_name_valid((const char *)user) ||
+	    strlen((const char *)user) != (size_t)sqlite3_column_bytes(stmt, 1))
+		return store_fail(s, ST_EDB, "link %s has an invalid user name in the database", name);
+	if (key == NULL || sqlite3_column_bytes(stmt, 2) != STORE_LINK_KEY_BYTES)
+		return store_fail(s, ST_EDB, "link %s has a malformed public key in the database",
+				  name);
+	memset(info, 0, sizeof(*info));
+	memcpy(info->name, name, strlen((const char *)name) + 1);
+	memcpy(info->user, user, strlen((const char *)user) + 1);
+	memcpy(info->public_key, key, STORE_LINK_KEY_BYTES);
+	info->enabled = sqlite3_column_int(stmt, 3) != 0;
+	info->created = sqlite3_column_int64(stmt, 4);
+	return ST_OK;
+}
+
+int store_link_list(struct store *s, store_link_fn *fn, void *ctx)
+{
+	struct store_link_info info;
+	sqlite3_stmt *stmt;
+	int rc, st;
+
+	st = prepare(s,
+		     "SELECT name, user, public_key, enabled, created FROM links"
+		     " ORDER BY name COLLATE BINARY",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		st = link_info_fill(s, stmt, &info);
+		if (st != ST_OK)
+			goto out;
+		fn(&info, ctx);
+	}
+	if (rc != SQLITE_DONE)
+		st = db_fail(s, rc, "SQLite");
+out:
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+int store_link_find(struct store *s, const char *name, struct store_link_info *out)
+{
+	struct store_link_info info;
+	sqlite3_stmt *stmt;
+	int rc, st;
+
+	/* An invalid name cannot be in the table: the same answer as for any absent link. */
+	if (!store_link_name_valid(name))
+		return store_fail(s, ST_ENOTFOUND, "no such link");
+	st = prepare(s,
+		     "SELECT name, user, public_key, enabled, created FROM links WHERE name = ?1",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		st = link_info_fill(s, stmt, &info);
+		if (st == ST_OK)
+			*out = info;
+	} else if (rc == SQLITE_DONE) {
+		st = store_fail(s, ST_ENOTFOUND, "no such link");
+	} else {
+		st = db_fail(s, rc, "SQLite");
+	}
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+int store_link_revoke(struct store *s, const char *name)
+{
+	sqlite3_stmt *stmt;
+	int changes, st;
+
+	if (!store_link_name_valid(name))
+		return store_fail(s, ST_ENOTFOUND, "no such link");
+	st = prepare(s, "DELETE FROM links WHERE name = ?1", &stmt);
+	if (st != ST_OK)
+		return st;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	st = step_change(s, stmt, &changes);
+	sqlite3_finalize(stmt);
+	if (st != ST_OK)
+		return st;
+	if (changes == 0)
+		return store_fail(s, ST_ENOTFOUND, "no such link");
+	/* The row is gone and secure_delete zeroed its bytes in the page, but WAL mode wrote that
+	 * page (PSK included) to the -wal file when the link was added, and the copy stays there
+	 * until a checkpoint and a reset overwrite it. Checkpoint now and truncate the file. A
+	 * reader can keep it from completing: then a later checkpoint does it. The deletion itself
+	 * is committed either way, so the result is not the caller's concern. */
+	(void)sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+	return ST_OK;
+}
+
 /* ---- snapshots ------------------------------------------------------------------------------- */
 
 /* The longest sticky TTL a setting may give (egress/params.h: EGRESS_TTL_MAX, a week). */
@@ -1337,6 +1665,89 @@ static int snapshot_users_load(struct store *s, struct snapshot *snap)
 		st = db_fail(s, rc, "SQLite");
 	else if (n != (size_t)count)
 		st = changed_fail(s, "users");
+out:
+	sqlite3_finalize(stmt);
+	return st;
+}
+
+/* The links that may connect: enabled, with an enabled user. The JOIN also leaves out a link
+ * whose user is gone (possible only with foreign keys off). */
+#define SNAPSHOT_LINKS_WHERE                                                                 \
+	" FROM links l JOIN users u ON u.name = l.user WHERE l.enabled = 1 AND u.enabled = 1"
+
+/* Copy one row of (public_key, psk, name, user) into l. A hand-edited file may break what the
+ * CHECKs promise: the workers bsearch by key and log the names. */
+static int snapshot_link_fill(struct store *s, sqlite3_stmt *stmt, struct snapshot_link *l)
+{
+	const void *key = sqlite3_column_blob(stmt, 0);
+	const void *psk = sqlite3_column_blob(stmt, 1);
+	const unsigned char *name = sqlite3_column_text(stmt, 2);
+	const unsigned char *user = sqlite3_column_text(stmt, 3);
+
+	if (name == NULL || !store_link_name_valid((const char *)name) ||
+	    strlen((const char *)name) != (size_t)sqlite3_column_bytes(stmt, 2))
+		return store_fail(s, ST_EDB, "invalid link name in the database");
+	if (user == NULL || !store_user_name_valid((const char *)user) ||
+	    strlen((const char *)user) != (size_t)sqlite3_column_bytes(stmt, 3))
+		return store_fail(s, ST_EDB, "link %s has an invalid user name in the database", name);
+	if (key == NULL || sqlite3_column_bytes(stmt, 0) != SNAPSHOT_LINK_KEY_BYTES || psk == NULL ||
+	    sqlite3_column_bytes(stmt, 1) != SNAPSHOT_LINK_KEY_BYTES)
+		return store_fail(s, ST_EDB, "link %s has a malformed key or PSK in the database", name);
+	memcpy(l->public_key, key, SNAPSHOT_LINK_KEY_BYTES);
+	memcpy(l->psk, psk, SNAPSHOT_LINK_KEY_BYTES);
+	memcpy(l->name, name, strlen((const char *)name) + 1);
+	memcpy(l->user, user, strlen((const char *)user) + 1);
+	return ST_OK;
+}
+
+static int snapshot_links_load(struct store *s, struct snapshot *snap)
+{
+	sqlite3_stmt *stmt = NULL;
+	int64_t count = 0;
+	size_t n = 0;
+	int rc, st;
+
+	st = query_int64(s, "SELECT count(*)" SNAPSHOT_LINKS_WHERE, &count);
+	if (st != ST_OK)
+		return st;
+	if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(struct snapshot_link))
+		return store_fail(s, ST_ENOMEM, "too many links for memory");
+	if (count == 0)
+		return ST_OK;
+	snap->links = calloc((size_t)count, sizeof(*snap->links));
+	if (snap->links == NULL)
+		return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
+
+	/* BLOBs compare with memcmp in SQLite, the order snapshot_link_find searches in. */
+	st = prepare(s,
+		     "SELECT l.public_key, l.psk, l.name, l.user" SNAPSHOT_LINKS_WHERE
+		     " ORDER BY l.public_key",
+		     &stmt);
+	if (st != ST_OK)
+		return st;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == (size_t)count) {
+			st = changed_fail(s, "links");
+			goto out;
+		}
+		st = snapshot_link_fill(s, stmt, &snap->links[n]);
+		if (st != ST_OK)
+			goto out;
+		n++;
+		/* nlinks counts filled entries, so a failed build wipes what it copied. */
+		snap->nlinks = n;
+		/* UNIQUE (public_key) and the ORDER BY make this strictly increasing; bsearch
+		 * depends on it, so it is checked rather than assumed. */
+		if (n > 1 && memcmp(snap->links[n - 2].public_key, snap->links[n - 1].public_key,
+				    SNAPSHOT_LINK_KEY_BYTES) >= 0) {
+			st = store_fail(s, ST_EDB, "links are not ordered by public key");
+			goto out;
+		}
+	}
+	if (rc != SQLITE_DONE)
+		st = db_fail(s, rc, "SQLite");
+	else if (n != (size_t)count)
+		st = changed_fail(s, "links");
 out:
 	sqlite3_finalize(stmt);
 	return st;
@@ -1646,6 +2057,8 @@ int store_snapshot_build(struct store *s, struct snapshot **out)
 	st = snapshot_users_load(s, snap);
 	if (st == ST_OK)
 		st = snapshot_pool_load(s, snap);
+	if (st == ST_OK)
+		st = snapshot_links_load(s, snap);
 	if (st == ST_OK)
 		st = snapshot_settings_load(s, snap);
 	if (st == ST_OK)

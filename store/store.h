@@ -159,11 +159,95 @@ struct store_usage {
 NODISCARD int store_usage_add(struct store *s, const char *day, const struct store_usage *egress,
 			      size_t negress, const struct store_usage *users, size_t nusers);
 
+/* ---- encrypted-link clients and the server's link key (LINK.md, "Keys") ---- */
+
+/* Link names follow the user name rule (STORE_USER_NAME_MAX, store_user_name_valid). */
+#define STORE_LINK_NAME_MAX STORE_USER_NAME_MAX
+#define STORE_LINK_KEY_BYTES 32
+/* settings.link_server_key: the server's static X25519 private key in hex. */
+#define STORE_LINK_SERVER_KEY_HEX 64
+
+bool store_link_name_valid(const char *name);
+
+/* A link to add: a client's static public key and its PSK, acting as user. The keys are
+ * pointers, so the PSK stays where the caller keeps it (guarded memory) instead of being copied
+ * into this struct. */
+struct store_link_new {
+	const char *name;
+	const char *user;
+	const uint8_t *public_key; /* STORE_LINK_KEY_BYTES */
+	const uint8_t *psk;	   /* STORE_LINK_KEY_BYTES */
+};
+
+/* Which part of a refused store_link_add was at fault. */
+enum store_link_field {
+	STORE_LINK_FIELD_NONE = 0,
+	STORE_LINK_FIELD_NAME,	     /* invalid, or taken by another link */
+	STORE_LINK_FIELD_USER,	     /* invalid, or no such user */
+	STORE_LINK_FIELD_PUBLIC_KEY, /* already another link's */
+	STORE_LINK_FIELD_SERVER_KEY, /* the candidate is not hex, or the stored one is malformed */
+};
+
+/*
+ * Add a link, in one transaction with the server key it will be used with: when server_key_hex is
+ * not NULL (STORE_LINK_SERVER_KEY_HEX hex digits the caller generated), it is stored as
+ * settings.link_server_key unless a key is already there, and the key in effect is copied to
+ * server_key_out (NUL-terminated); both NULL leave the server key alone. All or nothing: on
+ * failure nothing was written, and *bad (when not NULL) names the field: ST_EINVAL (a bad name,
+ * user name or candidate; ST_EDB for a malformed stored server key), ST_ENOTFOUND (no such user),
+ * ST_EEXIST (the name, or the public key, is another link's: store_errmsg says which link).
+ */
+NODISCARD int store_link_add(struct store *s, const struct store_link_new *link,
+			     const char *server_key_hex, char *server_key_out,
+			     enum store_link_field *bad);
+
+/* A link as stored, without its PSK. */
+struct store_link_info {
+	char name[STORE_LINK_NAME_MAX + 1];
+	char user[STORE_USER_NAME_MAX + 1];
+	uint8_t public_key[STORE_LINK_KEY_BYTES];
+	bool enabled;
+	int64_t created; /* Unix seconds */
+};
+
+typedef void store_link_fn(const struct store_link_info *info, void *ctx);
+
+/* Call fn for every link, ordered by name. ST_EDB for a malformed row. */
+NODISCARD int store_link_list(struct store *s, store_link_fn *fn, void *ctx);
+
+/* The link called name into *out. ST_ENOTFOUND when there is none (*out unchanged). */
+NODISCARD int store_link_find(struct store *s, const char *name, struct store_link_info *out);
+
+/*
+ * Revoke a link: its row is deleted, public key and PSK with it (secure_delete overwrites the
+ * freed space in the database file). The old page images that WAL mode keeps in the -wal file
+ * are then checkpointed and the file truncated (PRAGMA wal_checkpoint(TRUNCATE)); when another
+ * connection is reading at that moment the truncation is left to a later checkpoint, which the
+ * return value does not report. ST_ENOTFOUND when there is no such link.
+ */
+NODISCARD int store_link_revoke(struct store *s, const char *name);
+
+/*
+ * The server's static link key, settings.link_server_key, into hex (NUL-terminated): ST_OK,
+ * ST_ENOTFOUND (not made yet), ST_EDB (not STORE_LINK_SERVER_KEY_HEX hex digits: never replaced,
+ * since every client pins its public half).
+ */
+NODISCARD int store_link_server_key_get(struct store *s, char hex[static STORE_LINK_SERVER_KEY_HEX + 1]);
+
+/*
+ * Store candidate_hex (STORE_LINK_SERVER_KEY_HEX hex digits the caller generated; crypto/ makes
+ * keys, store/ does not) as the server key unless one exists (INSERT OR IGNORE), then read the
+ * key in effect into hex: of two processes doing this at once, both end up with the same key.
+ * ST_OK, ST_EINVAL (candidate not hex of that length), ST_EDB (the stored key is malformed).
+ */
+NODISCARD int store_link_server_key_init_if_absent(struct store *s, const char *candidate_hex,
+						   char hex[static STORE_LINK_SERVER_KEY_HEX + 1]);
+
 /* ---- snapshots ---- */
 
 /*
  * Build a new immutable snapshot of everything the daemon's workers need: users, the pool with
- * tags and health, the sticky salt and TTL settings. Reads in one transaction; allocates; returns
+ * tags and health, the sticky salt and TTL settings, the link clients that may connect. Reads in one transaction; allocates; returns
  * it with one reference held by the caller.
  */
 NODISCARD int store_snapshot_build(struct store *s, struct snapshot **out);
