@@ -23,7 +23,12 @@ static void serve_usage(FILE *f)
 		"  --db PATH               database (default $SHROUD_DB, else ./shroud.db); created\n"
 		"                          mode 0600 if missing; refused if group or others may read it\n"
 		"  --listen ADDR:PORT      SOCKS5 listener, repeatable: 127.0.0.1:1080, [::1]:1080;\n"
-		"                          port 0 picks a free port (default 127.0.0.1:1080)\n"
+		"                          port 0 picks a free port (default 127.0.0.1:1080); 'none'\n"
+		"                          for the encrypted link alone\n"
+		"  --link-listen ADDR:PORT encrypted link listener (LINK.md), repeatable: clients run\n"
+		"                          'shroud link' with an access key from 'shroud link add'\n"
+		"  --link-handshake-timeout S  seconds a link client has to send its first flight,\n"
+		"                          plus up to a tenth more at random, at most 3 s (default 30)\n"
 		"  --no-auth               accept clients without a password, even when users exist or\n"
 		"                          a listener is not on loopback (an open proxy: be sure)\n"
 		"  --allow-private         let clients reach loopback, private, link-local and this\n"
@@ -60,6 +65,35 @@ static bool parse_seconds(const char *flag, const char *text, double *out)
 	return true;
 }
 
+/* The encrypted link's static key: made once, at the first start with a link listener (or by the
+ * first `link add`), kept in the database, never printed. */
+static int serve_ensure_link_key(struct store *store)
+{
+	char hex[STORE_LINK_SERVER_KEY_HEX + 1], candidate[STORE_LINK_SERVER_KEY_HEX + 1];
+	uint8_t pub[KEYS_X25519_BYTES];
+	struct keys_secret *priv = NULL;
+	int rc = store_link_server_key_get(store, hex);
+
+	if (rc == ST_ENOTFOUND) {
+		rc = keys_secret_new(KEYS_X25519_BYTES, &priv);
+		if (rc == ST_OK)
+			rc = keys_x25519_generate(priv, pub);
+		if (rc == ST_OK) {
+			keys_hex_encode(candidate, keys_secret_bytes(priv), KEYS_X25519_BYTES);
+			rc = store_link_server_key_init_if_absent(store, candidate, hex);
+		}
+		keys_secret_free(priv);
+		explicit_bzero(candidate, sizeof(candidate));
+	}
+	explicit_bzero(hex, sizeof(hex));
+	if (rc != ST_OK) {
+		cli_error("cannot make or read the link server key: %s",
+			  rc == ST_EDB || rc == ST_EINVAL ? store_errmsg(store) : status_str(rc));
+		return CLI_FAIL;
+	}
+	return CLI_OK;
+}
+
 /* The secret key of sticky hashing: made once, at the first start, and kept in the database. */
 static int serve_ensure_salt(struct store *store)
 {
@@ -91,6 +125,8 @@ enum {
 	OPT_LISTEN,
 	OPT_NO_AUTH,
 	OPT_NO_SPLICE,
+	OPT_LINK_LISTEN,
+	OPT_LINK_HANDSHAKE,
 	OPT_ALLOW_PRIVATE,
 	OPT_DENY_PRIVATE,
 	OPT_WORKERS,
@@ -108,6 +144,8 @@ static const struct option serve_options[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "no-auth", no_argument, NULL, OPT_NO_AUTH },
 	{ "no-splice", no_argument, NULL, OPT_NO_SPLICE },
+	{ "link-listen", required_argument, NULL, OPT_LINK_LISTEN },
+	{ "link-handshake-timeout", required_argument, NULL, OPT_LINK_HANDSHAKE },
 	{ "allow-private", no_argument, NULL, OPT_ALLOW_PRIVATE },
 	{ "deny-private", no_argument, NULL, OPT_DENY_PRIVATE },
 	{ "workers", required_argument, NULL, OPT_WORKERS },
@@ -130,6 +168,7 @@ int cmd_serve(int argc, char **argv)
 	struct server *srv;
 	const struct addr *bound;
 	size_t nbound;
+	bool listen_none = false;
 	int opt, rc;
 
 	server_config_defaults(&cfg);
@@ -140,6 +179,10 @@ int cmd_serve(int argc, char **argv)
 			db_flag = optarg;
 			break;
 		case OPT_LISTEN:
+			if (strcmp(optarg, "none") == 0) {
+				listen_none = true;
+				break;
+			}
 			if (cfg.nlisten == SERVER_LISTEN_MAX) {
 				cli_error("--listen: at most %d listeners", SERVER_LISTEN_MAX);
 				return CLI_USAGE;
@@ -151,6 +194,24 @@ int cmd_serve(int argc, char **argv)
 				return CLI_USAGE;
 			}
 			cfg.nlisten++;
+			break;
+		case OPT_LINK_LISTEN:
+			if (cfg.nlink_listen == SERVER_LISTEN_MAX) {
+				cli_error("--link-listen: at most %d listeners", SERVER_LISTEN_MAX);
+				return CLI_USAGE;
+			}
+			if (addr_parse_hostport(optarg, &cfg.link_listen[cfg.nlink_listen]) != ST_OK) {
+				cli_error("--link-listen: '%s' is not ADDR:PORT (IPv4 like 0.0.0.0:8443, "
+					  "IPv6 like [::]:8443)",
+					  optarg);
+				return CLI_USAGE;
+			}
+			cfg.nlink_listen++;
+			break;
+		case OPT_LINK_HANDSHAKE:
+			if (!parse_seconds("--link-handshake-timeout", optarg,
+					   &cfg.link_handshake_timeout))
+				return CLI_USAGE;
 			break;
 		case OPT_NO_SPLICE:
 			cfg.no_splice = true;
@@ -210,7 +271,15 @@ int cmd_serve(int argc, char **argv)
 		cli_error("serve: unexpected argument '%s'", argv[optind]);
 		return CLI_USAGE;
 	}
-	if (cfg.nlisten == 0) {
+	if (listen_none && cfg.nlisten > 0) {
+		cli_error("--listen none: no other --listen may be given with it");
+		return CLI_USAGE;
+	}
+	if (listen_none && cfg.nlink_listen == 0) {
+		cli_error("--listen none: nothing would listen; give --link-listen ADDR:PORT");
+		return CLI_USAGE;
+	}
+	if (cfg.nlisten == 0 && !listen_none) {
 		rc = addr_parse_hostport("127.0.0.1:1080", &cfg.listen[0]);
 		if (rc != ST_OK)
 			return CLI_FAIL;
@@ -221,7 +290,8 @@ int cmd_serve(int argc, char **argv)
 	store = cli_store_open(path, true, true);
 	if (store == NULL)
 		return CLI_FAIL;
-	if (serve_ensure_salt(store) != CLI_OK) {
+	if (serve_ensure_salt(store) != CLI_OK ||
+	    (cfg.nlink_listen > 0 && serve_ensure_link_key(store) != CLI_OK)) {
 		store_close(store);
 		return CLI_FAIL;
 	}
@@ -242,6 +312,16 @@ int cmd_serve(int argc, char **argv)
 	/* The one banner line; tests and scripts wait for it as the readiness signal. */
 	bound = server_bound(srv, &nbound);
 	printf("shroud: listening on");
+	if (nbound == 0)
+		printf(" none");
+	for (size_t i = 0; i < nbound; i++) {
+		char text[ADDR_STRLEN];
+
+		printf(" %s", addr_format(&bound[i], text, sizeof(text)));
+	}
+	bound = server_link_bound(srv, &nbound);
+	if (nbound > 0)
+		printf("; link on");
 	for (size_t i = 0; i < nbound; i++) {
 		char text[ADDR_STRLEN];
 

@@ -24,6 +24,9 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "crypto/pwhash.h"
+#include "crypto/keys.h"
+#include "crypto/link.h"
+#include "socks/penalty.h"
 #include "socks/resolve.h"
 #include "socks/route.h"
 #include "socks/throttle.h"
@@ -34,6 +37,9 @@
 /* Accepts per readiness event. One, as nginx does without multi_accept: epoll is level-triggered,
  * so a deeper backlog is reported again at once, and no accept4 per connection ends in EAGAIN. */
 #define ACCEPT_BATCH 1
+/* First flights remembered (LINK.md: 180 s): 1,000 handshakes a second, fail closed beyond. */
+#define REPLAY_CAPACITY (180 * 1000)
+#define PENALTY_SLOTS 4096
 #define ACCEPT_RETRY 0.1	  /* seconds before accepting again after EMFILE/ENFILE */
 #define CACHE_SLOTS 4096	  /* verified credentials remembered per worker */
 #define CACHE_TTL 900.0		  /* seconds a verified credential is remembered */
@@ -53,6 +59,7 @@ void server_config_defaults(struct server_config *cfg)
 	cfg->idle_timeout = 300;
 	cfg->grace = 10;
 	cfg->no_auth = false;
+	cfg->link_handshake_timeout = 30;
 }
 
 /* ---- listening sockets ------------------------------------------------------------------------ */
@@ -126,6 +133,37 @@ static void worker_listeners_close(struct worker *w)
 		w->listeners[i].fd = -1;
 	}
 	w->nlisteners = 0;
+}
+
+/* The encrypted link's server key (made by `serve` at first start, kept in the database), the
+ * replay cache and the penalty box. */
+static int server_link_setup(struct server *srv, const char **why)
+{
+	char hex[STORE_LINK_SERVER_KEY_HEX + 1];
+	struct keys_secret *priv = NULL;
+	int rc;
+
+	rc = store_link_server_key_get(srv->store, hex);
+	if (rc != ST_OK) {
+		*why = rc == ST_ENOTFOUND ? "the database has no link server key" :
+					    "the link server key in the database is malformed";
+		return rc;
+	}
+	rc = keys_secret_from_hex(hex, KEYS_X25519_BYTES, &priv);
+	explicit_bzero(hex, sizeof(hex));
+	if (rc == ST_OK)
+		rc = link_server_key_new(keys_secret_bytes(priv), &srv->link_key);
+	keys_secret_free(priv);
+	if (rc != ST_OK) {
+		*why = "cannot load the link server key";
+		return rc;
+	}
+	rc = link_replay_new(REPLAY_CAPACITY, &srv->replay);
+	if (rc == ST_OK)
+		rc = penalty_new(PENALTY_SLOTS, &srv->penalty);
+	if (rc != ST_OK)
+		*why = "out of memory for the link's replay cache";
+	return rc;
 }
 
 static void listener_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -243,6 +281,8 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	if (next != NULL) {
 		snapshot_unref(w->snap);
 		w->snap = next;
+		if (w->srv->link_key != NULL)
+			session_snapshot_changed(w); /* revoked link keys lose their connections */
 	}
 	level = atomic_load(&w->srv->stop_level);
 	if (level >= 1 && !w->draining) {
@@ -337,6 +377,7 @@ static int worker_init(struct server *srv, struct worker *w, unsigned id)
 		l->fd = fd;
 		l->w = w;
 		l->loopback = srv->bound_loopback[i];
+		l->link = i >= srv->nplain;
 		ev_io_init(&l->io, listener_cb, fd, EV_READ);
 		w->nlisteners++;
 	}
@@ -601,8 +642,9 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 	if (srv->cfg.workers == 0)
 		srv->cfg.workers = server_default_workers();
 	srv->store = store;
-	for (size_t i = 0; i < SERVER_LISTEN_MAX; i++)
+	for (size_t i = 0; i < SERVER_LISTENERS_MAX; i++)
 		srv->listen_fds[i] = -1;
+	pthread_mutex_init(&srv->replay_lock, NULL);
 	atomic_init(&srv->active, 0);
 	atomic_init(&srv->stop_level, 0);
 	atomic_init(&srv->workers_alive, 0);
@@ -626,11 +668,18 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 		rc = ST_EINVAL;
 		goto fail;
 	}
-	for (size_t i = 0; i < cfg->nlisten; i++) {
-		const struct addr *a = &cfg->listen[i];
+	if (cfg->nlisten + cfg->nlink_listen == 0) {
+		*why = "no listener: give --listen or --link-listen";
+		rc = ST_EINVAL;
+		goto fail;
+	}
+	for (size_t i = 0; i < cfg->nlisten + cfg->nlink_listen; i++) {
+		bool link = i >= cfg->nlisten;
+		const struct addr *a = link ? &cfg->link_listen[i - cfg->nlisten] : &cfg->listen[i];
 		char text[ADDR_STRLEN];
 
-		if (!addr_is_loopback(a) && snap->nusers == 0 && !cfg->no_auth) {
+		/* A link client authenticates with its key: only the plain port may be open. */
+		if (!link && !addr_is_loopback(a) && snap->nusers == 0 && !cfg->no_auth) {
 			snprintf(msg, sizeof(msg),
 				 "refusing to listen on %s without authentication: no user exists. Add one "
 				 "with 'shroud user add NAME', or pass --no-auth to run an open proxy",
@@ -653,6 +702,12 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 		}
 		srv->bound_loopback[i] = addr_is_loopback(a);
 		srv->nbound++;
+		srv->nplain += !link;
+	}
+	if (cfg->nlink_listen > 0) {
+		rc = server_link_setup(srv, why);
+		if (rc != ST_OK)
+			goto fail;
 	}
 	switch (cfg->private_targets) {
 	case SERVER_PRIVATE_ALLOW:
@@ -737,8 +792,14 @@ fail:
 
 const struct addr *server_bound(const struct server *srv, size_t *n)
 {
-	*n = srv->nbound;
+	*n = srv->nplain;
 	return srv->bound;
+}
+
+const struct addr *server_link_bound(const struct server *srv, size_t *n)
+{
+	*n = srv->nbound - srv->nplain;
+	return srv->bound + srv->nplain;
 }
 
 size_t server_pool_size(const struct server *srv)
@@ -822,10 +883,14 @@ void server_free(struct server *srv)
 	for (unsigned i = 0; srv->workers != NULL && i < srv->nworkers; i++)
 		worker_destroy(&srv->workers[i]);
 	free(srv->workers);
-	for (size_t i = 0; i < SERVER_LISTEN_MAX; i++)
+	for (size_t i = 0; i < SERVER_LISTENERS_MAX; i++)
 		if (srv->listen_fds[i] >= 0)
 			close(srv->listen_fds[i]);
 	throttle_free(srv->throttle);
+	link_server_key_free(srv->link_key);
+	link_replay_free(srv->replay);
+	penalty_free(srv->penalty);
+	pthread_mutex_destroy(&srv->replay_lock);
 	snapshot_unref(srv->current);
 	free(srv->own_addrs);
 	if (srv->store != NULL)

@@ -21,8 +21,12 @@ struct store;
 #define SERVER_LISTEN_MAX 16
 
 struct server_config {
-	struct addr listen[SERVER_LISTEN_MAX];
+	struct addr listen[SERVER_LISTEN_MAX]; /* plain SOCKS5 listeners (none: link only) */
 	size_t nlisten;
+	struct addr link_listen[SERVER_LISTEN_MAX]; /* encrypted link listeners (LINK.md) */
+	size_t nlink_listen;
+	double link_handshake_timeout; /* accept -> first flight read, absolute; plus a jitter of up
+					* to a tenth of it, at most 3 s (LINK.md: 30 s + 3 s) */
 	unsigned workers;	  /* event loops (threads); 0 = one per online core */
 	unsigned max_conns;	  /* open client connections, over all workers */
 	double handshake_timeout; /* accept -> request received, seconds */
@@ -47,12 +51,16 @@ struct server;
  * Bind the listeners and load the first snapshot from store (which the server then owns and uses
  * on its control thread only). Refuses (ST_EPERM, with *why) a listener outside loopback while no
  * user exists and no_auth is off. ST_ESYS (errno; *why names the address) when a bind fails.
+ * With link listeners, the server's link key must be in the store (settings.link_server_key:
+ * the caller makes it at first start, as it makes the sticky salt).
  */
 NODISCARD int server_new(const struct server_config *cfg, struct store *store, struct server **out,
 			 const char **why);
 
-/* The bound addresses, one per configured listener, ports resolved. */
+/* The bound addresses, one per configured listener, ports resolved: the plain SOCKS5 ones, and
+ * the encrypted link's. */
 const struct addr *server_bound(const struct server *srv, size_t *n);
+const struct addr *server_link_bound(const struct server *srv, size_t *n);
 
 /* The number of worker threads that server_run starts. */
 unsigned server_workers(const struct server *srv);

@@ -27,11 +27,14 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/status.h"
+#include "base/clock.h"
 #include "crypto/keys.h"
+#include "crypto/link.h"
 #include "crypto/pwhash.h"
 #include "egress/bind.h"
 #include "egress/params.h"
 #include "egress/site.h"
+#include "socks/penalty.h"
 #include "socks/pipes.h"
 #include "socks/proto.h"
 #include "socks/resolve.h"
@@ -55,7 +58,31 @@ enum session_state {
 	S_CONNECTING,
 	S_RELAY,
 	S_LINGER,
+	S_LINK_FIRST,	/* link: reading the first flight and its padding */
+	S_LINK_SILENT,	/* link: a failed handshake, read and dropped until the deadline */
+	S_LINK_CONNECT, /* link: handshake done, waiting for the CONNECT record */
 	S_CLOSED,
+};
+
+/*
+ * The encrypted link's endpoint (LINK.md), server side: the client's socket carries the first
+ * flight, then records. Records are opened from `rx` straight into `up` (DATA) and the target's
+ * bytes are sealed from `down` into `tx`: past the handshake, selection, connect and relay are the
+ * plain port's code. rx and tx follow the bytes like `up` and `down`.
+ */
+struct session_link {
+	struct link_session ls;
+	struct link_server_hs hs;
+	struct buf rx, tx;
+	uint8_t psk[LINK_PSK_LEN];	  /* from the allowlist, until the reply is made */
+	uint8_t client_pub[LINK_KEY_LEN]; /* for revocation */
+	uint16_t pad_left;		  /* first-flight padding still to drop */
+	bool read_first;		  /* message 1 accepted; dropping its padding */
+	bool authed;			  /* reply sent: client_pub is valid */
+	bool unauth_counted;		  /* penalty_admit counted this connection */
+	bool got_end;			  /* the client sent EOF or RESET */
+	bool sent_eof;
+	double started; /* monotonic, at the reply: a session lives at most LINK_SESSION_MAX */
 };
 
 /*
@@ -96,6 +123,7 @@ struct session {
 	struct resolve_query *query;
 	struct auth_job *job;
 	struct session_route *route;
+	struct session_link *link; /* the encrypted link's endpoint; NULL on the plain port */
 	uint64_t bytes_up, bytes_down;
 	bool connect_started; /* a CONNECT reached the connect stage: counted in usage */
 	bool relayed;	      /* ... and connected */
@@ -118,6 +146,17 @@ static int session_buf_ready(struct buf *b)
 {
 	/* Buffers are allocated when bytes first flow that way. */
 	return b->base != NULL ? ST_OK : buf_alloc(b, SESSION_BUF);
+}
+
+/* Sizes of the link's buffers: rx holds one whole record (it is opened in place), `up` one
+ * record's data while the previous one is written out, tx two records. */
+#define LINK_RX_BUF LINK_RECORD_MAX
+#define LINK_UP_BUF (2 * SESSION_BUF)
+#define LINK_TX_BUF (2 * LINK_RECORD_MAX)
+
+static int session_buf_ready_cap(struct buf *b, size_t cap)
+{
+	return b->base != NULL ? ST_OK : buf_alloc(b, cap);
 }
 
 static void session_timer_set(struct session *s, double after)
@@ -151,6 +190,8 @@ static void session_fail(struct session *s, const uint8_t *p, size_t len)
 	session_timer_set(s, LINGER_TIMEOUT);
 }
 
+static void session_link_reply(struct session *s, uint8_t rep, const struct addr *bnd);
+
 static void session_reply_fail(struct session *s, uint8_t rep)
 {
 	uint8_t reply[SOCKS_REPLY_MAX];
@@ -161,6 +202,14 @@ static void session_reply_fail(struct session *s, uint8_t rep)
 		ev_io_stop(s->w->loop, &s->t_write);
 		close(s->tfd);
 		s->tfd = -1;
+	}
+	if (s->link != NULL) {
+		session_link_reply(s, rep, NULL);
+		if (s->state == S_CLOSED)
+			return;
+		s->state = S_LINGER;
+		session_timer_set(s, LINGER_TIMEOUT);
+		return;
 	}
 	session_fail(s, reply, n);
 }
@@ -373,8 +422,12 @@ static void session_connected(struct session *s)
 	 * else of the request. */
 	session_route_free(s);
 	/* RFC 1928 §6: BND.ADDR/BND.PORT are the address the server assigned to connect. */
-	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &bnd);
-	session_send(s, reply, n);
+	if (s->link != NULL) {
+		session_link_reply(s, SOCKS_REP_SUCCEEDED, &bnd);
+	} else {
+		n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &bnd);
+		session_send(s, reply, n);
+	}
 	if (s->state == S_CLOSED)
 		return;
 	s->state = S_RELAY;
@@ -754,6 +807,411 @@ static void session_advance(struct session *s)
 	}
 }
 
+/* ---- the encrypted link endpoint (LINK.md, server side) ----------------------------------------- */
+
+static bool session_write(int fd, struct buf *b, uint64_t *count);
+
+/* Seal one frame into tx, rekeying first when due. false (the session is closed) on failure. */
+static bool session_link_seal(struct session *s, const uint8_t *frame, size_t len)
+{
+	struct session_link *l = s->link;
+	int n;
+
+	if (session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK) {
+		session_close(s);
+		return false;
+	}
+	if (link_rekey_due(&l->ls, clock_mono())) {
+		n = link_record_seal_rekey(&l->ls, clock_mono(), buf_space(&l->tx), buf_room(&l->tx));
+		if (n < 0) {
+			session_close(s);
+			return false;
+		}
+		buf_produce(&l->tx, (size_t)n);
+	}
+	n = link_record_seal(&l->ls, frame, len, buf_space(&l->tx), buf_room(&l->tx));
+	if (n < 0) {
+		log_debug("link: cannot seal a record: %s", status_str(n));
+		session_close(s);
+		return false;
+	}
+	buf_produce(&l->tx, (size_t)n);
+	return true;
+}
+
+/* CONNECT_REPLY with the SOCKS5 REP and BND (none: 0.0.0.0:0). */
+static void session_link_reply(struct session *s, uint8_t rep, const struct addr *bnd)
+{
+	uint8_t reply[SOCKS_REPLY_MAX], frame[LINK_FRAME_HDR + SOCKS_REPLY_MAX];
+	size_t n = socks_write_reply(reply, rep, bnd);
+
+	/* socks_write_reply: VER REP RSV | BND ATYP ADDR PORT; the frame takes the last part. */
+	n = link_frame_connect_reply(frame, sizeof(frame), rep, reply + 3, n - 3);
+	if (n == 0) {
+		session_close(s);
+		return;
+	}
+	(void)session_link_seal(s, frame, n);
+}
+
+/* Forget the handshake's secrets and stop counting this connection as unauthenticated. */
+static void session_link_handshake_end(struct session *s)
+{
+	struct session_link *l = s->link;
+
+	link_server_hs_wipe(&l->hs);
+	explicit_bzero(l->psk, sizeof(l->psk));
+	if (l->unauth_counted) {
+		penalty_unauth_done(s->w->srv->penalty, &s->client);
+		l->unauth_counted = false;
+	}
+}
+
+/*
+ * LINK.md's SILENT: from now on nothing is written and nothing is parsed; what comes is read and
+ * dropped until the client closes or the absolute deadline set at accept passes (the timer is left
+ * as it is). A random probe, a replay, an unknown or revoked key and a bad clock look the same.
+ */
+static void session_link_silent(struct session *s, bool count_failure)
+{
+	struct session_link *l = s->link;
+
+	if (count_failure)
+		penalty_fail(s->w->srv->penalty, &s->client, clock_mono());
+	session_link_handshake_end(s);
+	buf_free(&l->rx);
+	buf_free(&l->tx);
+	s->state = S_LINK_SILENT;
+}
+
+/*
+ * The first flight (LINK.md, server steps 3-6), cheapest check first. Every failure is silent.
+ * On success the reply is queued in tx and the session waits for CONNECT.
+ */
+static void session_link_first(struct session *s)
+{
+	struct session_link *l = s->link;
+	struct server *srv = s->w->srv;
+
+	if (!l->read_first) {
+		const struct snapshot_link *k;
+		struct link_first first;
+		int rc;
+
+		if (buf_len(&l->rx) < LINK_FIRST_FIXED)
+			return;
+		/* Step 3, mac1 (one keyed hash), then step 4, Noise message 1. */
+		rc = link_server_read_first(&l->hs, srv->link_key, buf_data(&l->rx), buf_len(&l->rx),
+					    &first);
+		if (rc != LINK_FIRST_FIXED) {
+			session_link_silent(s, true);
+			return;
+		}
+		buf_consume(&l->rx, LINK_FIRST_FIXED);
+		k = snapshot_link_find(s->w->snap, first.client_pub);
+		/* Step 5: the clock, then the replay cache, which remembers only what passed. */
+		if (k == NULL || !link_clock_ok(first.timestamp, (int64_t)ev_now(s->w->loop))) {
+			log_debug("link: unknown client key or clock off");
+			session_link_silent(s, true);
+			return;
+		}
+		pthread_mutex_lock(&srv->replay_lock);
+		rc = link_replay_add(srv->replay, first.e_pub, clock_mono());
+		pthread_mutex_unlock(&srv->replay_lock);
+		if (rc != ST_OK) {
+			log_debug("link: first flight refused by the replay cache: %s", status_str(rc));
+			session_link_silent(s, true);
+			return;
+		}
+		memcpy(l->psk, k->psk, sizeof(l->psk));
+		memcpy(l->client_pub, first.client_pub, sizeof(l->client_pub));
+		snprintf(s->user, sizeof(s->user), "%s", k->user);
+		l->pad_left = first.pad_len;
+		l->read_first = true;
+	}
+	/* Step 6: drop the padding, then reply in one write. */
+	if (l->pad_left > 0) {
+		size_t n = MIN(buf_len(&l->rx), (size_t)l->pad_left);
+
+		buf_consume(&l->rx, n);
+		l->pad_left = (uint16_t)(l->pad_left - n);
+		if (l->pad_left > 0)
+			return;
+	}
+	{
+		uint8_t reply[LINK_REPLY_MAX];
+		size_t n;
+		int rc = link_server_reply(&l->hs, l->psk, clock_mono(), reply, &n, &l->ls);
+
+		session_link_handshake_end(s);
+		if (rc != ST_OK || session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK ||
+		    buf_append(&l->tx, reply, n) != ST_OK) {
+			session_link_silent(s, false);
+			return;
+		}
+	}
+	l->authed = true;
+	l->started = clock_mono();
+	s->state = S_LINK_CONNECT;
+	session_timer_set(s, LINK_CONNECT_TIMEOUT);
+}
+
+/* CONNECT: the same request as a SOCKS5 CONNECT, the user being the key's. */
+static void session_link_connect(struct session *s, const struct link_frame *f)
+{
+	struct socks_request req = { .cmd = SOCKS_CMD_CONNECT };
+	char params[LINK_PARAMS_MAX + 1];
+	const char *why;
+	int rc;
+
+	rc = socks_parse_target(f->target, f->target_len, &req.dst);
+	if (rc != (int)f->target_len) {
+		session_close(s); /* link_frame_decode checked the layout: this cannot be */
+		return;
+	}
+	if (session_route_ready(s) != ST_OK) {
+		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
+		return;
+	}
+	memcpy(params, f->params, f->params_len);
+	params[f->params_len] = '\0';
+	if (egress_params_parse_tail(params, &s->route->params, &why) != ST_OK) {
+		/* As a malformed username fails a plain login, refused parameters fail the request. */
+		log_debug("link: parameters refused: %s", why);
+		session_reply_fail(s, SOCKS_REP_NOT_ALLOWED);
+		return;
+	}
+	snprintf(s->route->params.name, sizeof(s->route->params.name), "%s", s->user);
+	session_request(s, &req);
+}
+
+/* Abort: the target gets a reset (a truncated or reset link must not look like a clean end). */
+static void session_link_abort(struct session *s)
+{
+	if (s->tfd >= 0) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		(void)setsockopt(s->tfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	session_close(s);
+}
+
+/* Open the records waiting in rx, as far as `up` has room for their data. */
+static void session_link_records(struct session *s)
+{
+	struct session_link *l = s->link;
+
+	while (s->state != S_CLOSED && s->state != S_LINGER && !buf_empty(&l->rx)) {
+		struct link_frame f;
+		uint8_t *p = l->rx.base + l->rx.head;
+		int n;
+
+		if (session_buf_ready_cap(&s->up, LINK_UP_BUF) != ST_OK) {
+			session_close(s);
+			return;
+		}
+		if (buf_room(&s->up) < LINK_DATA_MAX)
+			return; /* backpressure: the target has not taken the last record's data yet */
+		n = link_record_open(&l->ls, p, buf_len(&l->rx), p + LINK_RECORD_HDR, &f);
+		if (n == ST_NEED_MORE)
+			return;
+		if (n < 0) {
+			/* A forged, reordered, truncated or out-of-rule record: close at once. */
+			log_debug("link: bad record: %s", status_str(n));
+			session_link_abort(s);
+			return;
+		}
+		switch (f.type) {
+		case LINK_FRAME_CONNECT:
+			if (s->state != S_LINK_CONNECT) {
+				session_link_abort(s); /* a second CONNECT */
+				return;
+			}
+			session_link_connect(s, &f);
+			break;
+		case LINK_FRAME_DATA:
+			if (s->state == S_LINK_CONNECT || buf_append(&s->up, f.data, f.data_len) != ST_OK) {
+				session_link_abort(s);
+				return;
+			}
+			s->last_active = ev_now(s->w->loop);
+			break;
+		case LINK_FRAME_EOF:
+			l->got_end = true;
+			s->c_eof = true;
+			break;
+		case LINK_FRAME_RESET:
+			l->got_end = true;
+			session_link_abort(s);
+			return;
+		default:
+			break; /* PADDING; REKEY (the receive state is rekeyed already) */
+		}
+		/* The frame was decrypted in place: consume it only now that it has been used. */
+		buf_consume(&l->rx, (size_t)n);
+	}
+}
+
+/* The client's socket is readable: ciphertext into rx, then the handshake or the records. */
+static void session_link_readable(struct session *s)
+{
+	struct session_link *l = s->link;
+	ssize_t n;
+
+	if (s->state == S_LINK_SILENT || s->state == S_LINGER) {
+		uint8_t sink[4096];
+
+		n = read(s->cfd, sink, sizeof(sink));
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			session_close(s);
+		return;
+	}
+	if (session_buf_ready_cap(&l->rx, LINK_RX_BUF) != ST_OK) {
+		session_close(s);
+		return;
+	}
+	n = read(s->cfd, buf_space(&l->rx), buf_room(&l->rx));
+	if (n == 0) {
+		/* The client closed its connection. Without an EOF or RESET record before, that is
+		 * a truncation: the target gets a reset, not a clean end. */
+		if (!l->got_end)
+			session_link_abort(s);
+		else
+			session_close(s);
+		return;
+	}
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			session_close(s);
+		return;
+	}
+	buf_produce(&l->rx, (size_t)n);
+	if (s->state == S_LINK_FIRST)
+		session_link_first(s);
+	if (s->state != S_LINK_FIRST && s->state != S_LINK_SILENT)
+		session_link_records(s);
+}
+
+/* Push the link's bytes: the target's data sealed into records, records to the client, the
+ * client's data to the target; then half-closes as records (EOF) and shutdowns. */
+static void session_link_flush(struct session *s)
+{
+	struct session_link *l = s->link;
+	bool up_done, down_done;
+
+	if (s->state == S_LINK_SILENT)
+		return;
+	if (s->state == S_RELAY) {
+		/* The target's bytes, LINK_DATA_MAX per record, while tx has room for one. */
+		while (!buf_empty(&s->down) && s->state != S_CLOSED) {
+			uint8_t frame[LINK_FRAME_MAX];
+			size_t take = MIN(buf_len(&s->down), (size_t)LINK_DATA_MAX), n;
+
+			if (session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK) {
+				session_close(s);
+				return;
+			}
+			if (buf_room(&l->tx) < LINK_RECORD_MAX)
+				break;
+			n = link_frame_data(frame, sizeof(frame), buf_data(&s->down), take);
+			if (n == 0 || !session_link_seal(s, frame, n))
+				return;
+			buf_consume(&s->down, take);
+			s->bytes_down += take;
+		}
+		if (s->t_eof && buf_empty(&s->down) && !l->sent_eof && s->state != S_CLOSED) {
+			uint8_t frame[LINK_FRAME_HDR];
+			size_t n = link_frame_eof(frame, sizeof(frame));
+
+			if (!session_link_seal(s, frame, n))
+				return;
+			l->sent_eof = true;
+		}
+	}
+	if (s->state == S_CLOSED)
+		return;
+	if (!session_write(s->cfd, &l->tx, &(uint64_t){ 0 })) {
+		session_close(s);
+		return;
+	}
+	if (s->state == S_LINGER) {
+		if (buf_empty(&l->tx) && !s->c_shut) {
+			shutdown(s->cfd, SHUT_WR);
+			s->c_shut = true;
+		}
+		return;
+	}
+	if (s->state != S_RELAY)
+		return;
+	for (int round = 0; round < 2; round++) {
+		if (!session_write(s->tfd, &s->up, &s->bytes_up)) {
+			session_close(s);
+			return;
+		}
+		if (buf_empty(&l->rx) || !buf_empty(&s->up))
+			break;
+		/* The target took everything: open what waited for room. */
+		session_link_records(s);
+		if (s->state != S_RELAY)
+			return;
+	}
+	up_done = s->c_eof && buf_empty(&s->up);
+	down_done = l->sent_eof && buf_empty(&l->tx);
+	if (up_done && down_done) {
+		session_close(s);
+		return;
+	}
+	if (up_done && !s->t_shut) {
+		shutdown(s->tfd, SHUT_WR); /* the client's EOF record reaches the target */
+		s->t_shut = true;
+	}
+}
+
+/* A new snapshot: a link whose key was revoked or disabled loses its open connections. */
+void session_snapshot_changed(struct worker *w)
+{
+	struct session *s, *next;
+
+	for (s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		if (s->link != NULL && s->link->authed &&
+		    snapshot_link_find(w->snap, s->link->client_pub) == NULL) {
+			log_debug("link: key revoked, closing its connection");
+			session_link_abort(s);
+			session_settle(s);
+		}
+	}
+}
+
+/* A new connection on a link listener: counted, maybe boxed, with its absolute deadline. */
+static int session_link_start(struct session *s)
+{
+	struct server *srv = s->w->srv;
+	double base = srv->cfg.link_handshake_timeout;
+	double jitter = MIN(base / 10, LINK_HANDSHAKE_JITTER);
+	enum penalty_verdict v;
+
+	s->link = calloc(1, sizeof(*s->link));
+	if (s->link == NULL)
+		return ST_ENOMEM;
+	v = penalty_admit(srv->penalty, &s->client, clock_mono());
+	if (v == PENALTY_CLOSE) {
+		log_debug("link: too many unauthenticated connections");
+		session_close(s);
+		return ST_OK;
+	}
+	s->link->unauth_counted = true;
+	s->state = v == PENALTY_SILENT ? S_LINK_SILENT : S_LINK_FIRST;
+	/* LINK.md step 2: one absolute deadline from accept, for every outcome but success. */
+	{
+		uint32_t r;
+
+		keys_random(&r, sizeof(r));
+		session_timer_set(s, base + jitter * (double)(r % 1001) / 1000.0);
+	}
+	return ST_OK;
+}
+
 /* ---- I/O --------------------------------------------------------------------------------------- */
 
 /* Read from fd into b. Returns bytes read, 0 at EOF, -1 with nothing to read now, -2 on error. */
@@ -802,7 +1260,7 @@ static bool session_write(int fd, struct buf *b, uint64_t *count)
  */
 static bool session_splicing(const struct session *s)
 {
-	return s->state == S_RELAY && !s->w->srv->cfg.no_splice;
+	return s->state == S_RELAY && s->link == NULL && !s->w->srv->cfg.no_splice;
 }
 
 static bool session_dir_empty(struct buf *b, const struct pipe_buf *p)
@@ -851,6 +1309,10 @@ static void session_flush(struct session *s)
 
 	if (s->state == S_CLOSED)
 		return;
+	if (s->link != NULL) {
+		session_link_flush(s);
+		return;
+	}
 	if (!session_relay_write(s->cfd, &s->down, &s->down_pipe, &s->bytes_down)) {
 		session_close(s);
 		return;
@@ -892,6 +1354,12 @@ static void session_client_readable(struct session *s)
 {
 	ssize_t n;
 
+	if (s->link != NULL) {
+		session_link_readable(s);
+		session_flush(s);
+		session_settle(s);
+		return;
+	}
 	if (s->state == S_LINGER) {
 		/* Drain and drop until the client closes or the linger timer ends it. */
 		uint8_t sink[4096];
@@ -982,7 +1450,10 @@ static void session_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		double idle = ev_now(loop) - s->last_active;
 		double limit = s->w->srv->cfg.idle_timeout;
 
-		if (idle < limit) {
+		if (s->link != NULL && clock_mono() - s->link->started > LINK_SESSION_MAX) {
+			log_debug("link: session older than %g s", LINK_SESSION_MAX);
+			session_close(s);
+		} else if (idle < limit) {
 			/* Activity since the timer was set: sleep for the rest (cheaper than
 			 * re-arming the timer on every read and write). */
 			session_timer_set(s, limit - idle);
@@ -1045,6 +1516,16 @@ static void session_free(struct session *s)
 		explicit_bzero(s->up.base, s->up.cap);
 	buf_free(&s->up);
 	buf_free(&s->down);
+	if (s->link != NULL) {
+		session_link_handshake_end(s);
+		link_session_wipe(&s->link->ls);
+		/* rx holds records opened in place: the client's plaintext. */
+		if (s->link->rx.base != NULL)
+			explicit_bzero(s->link->rx.base, s->link->rx.cap);
+		buf_free(&s->link->rx);
+		buf_free(&s->link->tx);
+		free(s->link);
+	}
 	pipe_pool_put(&w->pipes, &s->up_pipe); /* closed, if bytes are left in it */
 	pipe_pool_put(&w->pipes, &s->down_pipe);
 	if (s->prev != NULL)
@@ -1084,6 +1565,14 @@ static void session_settle(struct session *s)
 		if (s->down.base != NULL && buf_empty(&s->down))
 			buf_free(&s->down);
 	}
+	if (relay && s->link != NULL) {
+		if (s->link->rx.base != NULL && buf_empty(&s->link->rx)) {
+			explicit_bzero(s->link->rx.base, s->link->rx.cap);
+			buf_free(&s->link->rx);
+		}
+		if (s->link->tx.base != NULL && buf_empty(&s->link->tx))
+			buf_free(&s->link->tx);
+	}
 	/* Likewise pipes: back to the worker's pool as soon as they are empty. */
 	if (s->up_pipe.fd[0] >= 0 && s->up_pipe.len == 0)
 		pipe_pool_put(&s->w->pipes, &s->up_pipe);
@@ -1093,9 +1582,17 @@ static void session_settle(struct session *s)
 	/* The client is read in every state, also while its login is checked or its target
 	 * connected: what it pipelines waits in `up`, and its fd's epoll registration never goes
 	 * away and comes back (each return costs libev a failed EPOLL_CTL_ADD and a MOD). */
-	session_watch(loop, &s->c_read,
-		      linger || (!s->c_eof && session_dir_has_room(&s->up, &s->up_pipe)));
-	session_watch(loop, &s->c_write, !session_dir_empty(&s->down, &s->down_pipe));
+	if (s->link != NULL) {
+		/* The link is read in every state (RESET and truncation must be seen), as far as
+		 * rx has room; opened records wait there while `up` is full. */
+		session_watch(loop, &s->c_read,
+			      s->state == S_LINK_SILENT || linger || session_buf_has_room(&s->link->rx));
+		session_watch(loop, &s->c_write, !buf_empty(&s->link->tx));
+	} else {
+		session_watch(loop, &s->c_read,
+			      linger || (!s->c_eof && session_dir_has_room(&s->up, &s->up_pipe)));
+		session_watch(loop, &s->c_write, !session_dir_empty(&s->down, &s->down_pipe));
+	}
 	if (s->tfd >= 0) {
 		session_watch(loop, &s->t_read,
 			      relay && !s->t_eof && session_dir_has_room(&s->down, &s->down_pipe));
@@ -1133,6 +1630,10 @@ int session_start(struct worker *w, struct listener *l, int fd, const struct add
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	if (l->link && session_link_start(s) != ST_OK) {
+		session_abort(s);
+		return ST_OK;
+	}
 	/* A client writes its greeting right after connecting, so by the time the listener's
 	 * readiness came round it has usually arrived: read it now rather than after a round
 	 * through epoll. (Nothing there: EAGAIN, and the watcher waits as usual.) */

@@ -24,11 +24,18 @@ struct snapshot;
 struct pwhash_cache;
 struct resolver;
 struct throttle;
+struct link_server_key;
+struct link_replay;
+struct penalty;
+
+/* Plain listeners first, then the link's. */
+#define SERVER_LISTENERS_MAX (2 * SERVER_LISTEN_MAX)
 
 struct listener {
 	ev_io io;
 	int fd;
 	bool loopback; /* bound to a loopback address: may offer no-auth when no user exists */
+	bool link;     /* the encrypted link (LINK.md): first flight, then records */
 	struct worker *w;
 };
 
@@ -39,7 +46,7 @@ struct worker {
 	struct ev_loop *loop;
 	ev_async wake;	       /* control -> worker: new snapshot, stop, resume */
 	ev_timer accept_retry; /* after EMFILE/ENFILE: try accepting again later */
-	struct listener listeners[SERVER_LISTEN_MAX];
+	struct listener listeners[SERVER_LISTENERS_MAX];
 	size_t nlisteners;
 	bool accepting; /* listener watchers are running */
 	bool draining;	/* shutting down: no listener, exit when the last session ends */
@@ -86,10 +93,16 @@ struct server {
 	struct addr *own_addrs;	    /* the host's addresses at start (getifaddrs) */
 	size_t nown_addrs;
 
-	struct addr bound[SERVER_LISTEN_MAX];
-	bool bound_loopback[SERVER_LISTEN_MAX];
-	int listen_fds[SERVER_LISTEN_MAX]; /* the first worker's sockets, bound by server_new */
-	size_t nbound;
+	struct addr bound[SERVER_LISTENERS_MAX]; /* plain ones, then the link's */
+	bool bound_loopback[SERVER_LISTENERS_MAX];
+	int listen_fds[SERVER_LISTENERS_MAX]; /* the first worker's sockets, bound by server_new */
+	size_t nbound, nplain;
+
+	/* The encrypted link (LINK.md), when it has listeners. */
+	struct link_server_key *link_key; /* read-only, shared by the workers */
+	pthread_mutex_t replay_lock;	  /* a replay may come to any worker */
+	struct link_replay *replay;
+	struct penalty *penalty;
 };
 
 /* Session side (socks/session.c). */
@@ -99,6 +112,9 @@ NODISCARD int session_start(struct worker *w, struct listener *l, int fd, const 
 
 /* Close a session now (shutdown's forced close). */
 void session_abort(struct session *s);
+
+/* The worker took a new snapshot: close link sessions whose client key is no longer allowed. */
+void session_snapshot_changed(struct worker *w);
 
 /* A verification finished: resume its session (or drop the job if the session went away). */
 void session_auth_done(struct worker *w, struct auth_job *job);
