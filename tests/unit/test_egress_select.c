@@ -145,7 +145,8 @@ static const struct egress_entry *entry_by_id(const struct egress_index *ix, uin
 		if (egress_index_entry(ix, i)->id == id)
 			return egress_index_entry(ix, i);
 	}
-	return NULL;
+	fail_msg("no pool entry with id %u", id);
+	abort(); /* not reached: fail_msg ends the test (and tells gcc there is no NULL to deref) */
 }
 
 static bool entry_has_tag(const struct egress_entry *e, const char *key, const char *value)
