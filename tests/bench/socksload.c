@@ -6,9 +6,10 @@
  *                               with per-connection buffering (probe, rate, hold) that closes
  *                               after echoing a lone 'Q'; --bulk speaks the bulk protocol (below)
  *   socksload probe COMMON      retry one full exchange until it succeeds (readiness), --seconds max
- *   socksload rate  COMMON [--threads K] [--seconds T]
+ *   socksload rate  COMMON [--threads K | --concurrency C] [--seconds T]
  *                               each thread loops: connect, greet, (log in), CONNECT, echo 1 byte,
- *                               the sink closes, close; latency percentiles of the whole exchange
+ *                               the sink closes, close; latency percentiles of the whole exchange.
+ *                               --concurrency: one thread keeps C such exchanges in flight (epoll)
  *   socksload bulk  COMMON [--conns N] [--mbytes M] [--seconds LIMIT]
  *                               N connections, each sends M MiB to a `sink --bulk` and receives M
  *                               MiB from it at the same time; every byte is a deterministic
@@ -67,6 +68,7 @@ struct config {
 	bool no_proxy;
 	const char *user, *pass, *name;
 	int threads;
+	int concurrency; /* rate: exchanges in flight on one thread (0: the blocking threads) */
 	double seconds;
 	long conns;
 	double mbytes;
@@ -170,35 +172,27 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 }
 
 /* RFC 1928 §3, RFC 1929 §2, RFC 1928 §4-6 on a connected blocking socket. 0 on success. */
-static int socks_handshake(int fd)
+/* RFC 1929 §2: VER ULEN UNAME PLEN PASSWD. Returns its length. */
+static size_t socks_auth_msg(uint8_t *msg)
 {
-	uint8_t msg[600], reply[32];
+	size_t n = 0, ul = strlen(cfg.user), pl = strlen(cfg.pass);
+
+	msg[n++] = 1;
+	msg[n++] = (uint8_t)ul;
+	memcpy(msg + n, cfg.user, ul);
+	n += ul;
+	msg[n++] = (uint8_t)pl;
+	memcpy(msg + n, cfg.pass, pl);
+	n += pl;
+	return n;
+}
+
+/* RFC 1928 §4: VER CMD=CONNECT RSV ATYP DST.ADDR DST.PORT. Returns its length. */
+static size_t socks_request_msg(uint8_t *msg)
+{
 	size_t n = 0;
 	uint16_t port;
 
-	/* RFC 1928 §3: VER NMETHODS METHODS */
-	msg[0] = 5;
-	msg[1] = 1;
-	msg[2] = cfg.user != NULL ? 2 : 0;
-	if (write_all(fd, msg, 3) < 0 || read_exact(fd, reply, 2) < 0 || reply[0] != 5 ||
-	    reply[1] != msg[2])
-		return -1;
-	if (cfg.user != NULL) {
-		/* RFC 1929 §2: VER ULEN UNAME PLEN PASSWD; the reply is VER STATUS */
-		size_t ul = strlen(cfg.user), pl = strlen(cfg.pass);
-
-		msg[n++] = 1;
-		msg[n++] = (uint8_t)ul;
-		memcpy(msg + n, cfg.user, ul);
-		n += ul;
-		msg[n++] = (uint8_t)pl;
-		memcpy(msg + n, cfg.pass, pl);
-		n += pl;
-		if (write_all(fd, msg, n) < 0 || read_exact(fd, reply, 2) < 0 || reply[1] != 0)
-			return -1;
-	}
-	/* RFC 1928 §4: VER CMD RSV ATYP DST.ADDR DST.PORT */
-	n = 0;
 	msg[n++] = 5;
 	msg[n++] = 1;
 	msg[n++] = 0;
@@ -223,25 +217,50 @@ static int socks_handshake(int fd)
 		n += 16;
 	}
 	memcpy(msg + n, &port, 2);
-	n += 2;
-	/* RFC 1928 §6: VER REP RSV ATYP BND.ADDR BND.PORT */
-	if (write_all(fd, msg, n) < 0 || read_exact(fd, reply, 4) < 0 || reply[1] != 0)
-		return -1;
-	if (reply[3] == 1)
-		n = 4 + 2;
-	else if (reply[3] == 4)
-		n = 16 + 2;
-	else if (reply[3] == 3 && read_exact(fd, reply + 4, 1) == 0)
-		n = (size_t)reply[4] + 2;
-	else
-		return -1;
-	while (n > 0) {
-		size_t k = n < sizeof(reply) ? n : sizeof(reply);
+	return n + 2;
+}
 
-		if (read_exact(fd, reply, k) < 0)
-			return -1;
-		n -= k;
+/* The length of a whole reply (RFC 1928 §6: VER REP RSV ATYP BND.ADDR BND.PORT) from its first
+ * 5 bytes, or 0 when it is malformed or not a success. */
+static size_t socks_reply_len(const uint8_t r[static 5])
+{
+	if (r[0] != 5 || r[1] != 0)
+		return 0;
+	switch (r[3]) {
+	case 1:
+		return 4 + 4 + 2;
+	case 4:
+		return 4 + 16 + 2;
+	case 3:
+		return 4 + 1 + (size_t)r[4] + 2;
+	default:
+		return 0;
 	}
+}
+
+static int socks_handshake(int fd)
+{
+	uint8_t msg[600], reply[4 + 1 + 255 + 2];
+	size_t n;
+
+	/* RFC 1928 §3: VER NMETHODS METHODS */
+	msg[0] = 5;
+	msg[1] = 1;
+	msg[2] = cfg.user != NULL ? 2 : 0;
+	if (write_all(fd, msg, 3) < 0 || read_exact(fd, reply, 2) < 0 || reply[0] != 5 ||
+	    reply[1] != msg[2])
+		return -1;
+	if (cfg.user != NULL) {
+		n = socks_auth_msg(msg);
+		if (write_all(fd, msg, n) < 0 || read_exact(fd, reply, 2) < 0 || reply[1] != 0)
+			return -1;
+	}
+	n = socks_request_msg(msg);
+	if (write_all(fd, msg, n) < 0 || read_exact(fd, reply, 5) < 0)
+		return -1;
+	n = socks_reply_len(reply);
+	if (n == 0 || read_exact(fd, reply + 5, n - 5) < 0)
+		return -1;
 	return 0;
 }
 
@@ -362,6 +381,194 @@ static int run_rate(void)
 	       percentile_ms(n, 1.0), atomic_load(&nerrors));
 	free(samples);
 	return atomic_load(&nconns) > 0 ? 0 : 1;
+}
+
+/*
+ * rate --concurrency C: one thread keeps C exchanges in flight on non-blocking sockets and epoll.
+ * The same exchange as the threads' (connect, greeting, login, CONNECT, 1-byte echo, the sink's
+ * close), without a thread switch at every step: on the generator's core, the proxy is what runs
+ * out first, which is what a connections-per-second figure should measure.
+ */
+enum rate_stage { RS_CONNECT, RS_METHOD, RS_AUTH, RS_REPLY, RS_ECHO, RS_EOF };
+
+struct rate_conn {
+	int fd;
+	enum rate_stage stage;
+	double t0;
+	uint8_t in[4 + 1 + 255 + 2];
+	size_t got, need;
+};
+
+static uint8_t rate_auth[600], rate_req[300];
+static size_t rate_auth_len, rate_req_len;
+
+static void rate_conn_want(int ep, struct rate_conn *c, uint32_t events, int op)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = c };
+
+	(void)epoll_ctl(ep, op, c->fd, &ev);
+}
+
+/* Start a new exchange in c. false when even the socket cannot be had. */
+static bool rate_conn_open(int ep, struct rate_conn *c)
+{
+	const struct sockaddr_storage *to = cfg.no_proxy ? &cfg.target : &cfg.proxy;
+	socklen_t to_len = cfg.no_proxy ? cfg.target_len : cfg.proxy_len;
+	int one = 1;
+
+	c->fd = socket(to->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return false;
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->t0 = now_mono();
+	c->stage = RS_CONNECT;
+	c->got = 0;
+	if (connect(c->fd, (const struct sockaddr *)to, to_len) < 0 && errno != EINPROGRESS) {
+		close(c->fd);
+		return false;
+	}
+	rate_conn_want(ep, c, EPOLLOUT, EPOLL_CTL_ADD);
+	return true;
+}
+
+/* Send a small message whole (the socket's buffer is empty at every step). */
+static bool rate_send(int fd, const uint8_t *p, size_t n)
+{
+	return write(fd, p, n) == (ssize_t)n;
+}
+
+/* Move c on after an event. 1: the exchange finished, 0: going on, -1: failed. */
+static int rate_conn_step(int ep, struct rate_conn *c)
+{
+	uint8_t q = 'Q';
+	ssize_t r;
+
+	if (c->stage == RS_CONNECT) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0)
+			return -1;
+		if (cfg.no_proxy) {
+			if (!rate_send(c->fd, &q, 1))
+				return -1;
+			c->stage = RS_ECHO;
+			c->need = 1;
+		} else {
+			uint8_t greeting[3] = { 5, 1, cfg.user != NULL ? 2 : 0 };
+
+			if (!rate_send(c->fd, greeting, 3))
+				return -1;
+			c->stage = RS_METHOD;
+			c->need = 2;
+		}
+		c->got = 0;
+		rate_conn_want(ep, c, EPOLLIN, EPOLL_CTL_MOD);
+		return 0;
+	}
+	r = read(c->fd, c->in + c->got, c->stage == RS_EOF ? 1 : c->need - c->got);
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (c->stage == RS_EOF)
+		return r == 0 ? 1 : -1;
+	if (r <= 0)
+		return -1;
+	c->got += (size_t)r;
+	if (c->stage == RS_REPLY && c->got == 5) {
+		c->need = socks_reply_len(c->in);
+		if (c->need == 0)
+			return -1;
+	}
+	if (c->got < c->need)
+		return 0;
+	c->got = 0;
+	switch (c->stage) {
+	case RS_METHOD:
+		if (c->in[0] != 5 || c->in[1] != (cfg.user != NULL ? 2 : 0))
+			return -1;
+		if (cfg.user != NULL) {
+			c->stage = RS_AUTH;
+			c->need = 2;
+			return rate_send(c->fd, rate_auth, rate_auth_len) ? 0 : -1;
+		}
+		c->stage = RS_REPLY;
+		c->need = 5;
+		return rate_send(c->fd, rate_req, rate_req_len) ? 0 : -1;
+	case RS_AUTH:
+		if (c->in[1] != 0)
+			return -1;
+		c->stage = RS_REPLY;
+		c->need = 5;
+		return rate_send(c->fd, rate_req, rate_req_len) ? 0 : -1;
+	case RS_REPLY:
+		c->stage = RS_ECHO;
+		c->need = 1;
+		return rate_send(c->fd, &q, 1) ? 0 : -1;
+	case RS_ECHO:
+		if (c->in[0] != 'Q')
+			return -1;
+		c->stage = RS_EOF;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static int run_rate_concurrent(void)
+{
+	struct rate_conn *conns = calloc((size_t)cfg.concurrency, sizeof(*conns));
+	struct epoll_event evs[256];
+	double start, end, elapsed;
+	long n, done = 0, errors = 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	samples = calloc(MAX_SAMPLES, sizeof(double));
+	if (conns == NULL || samples == NULL || ep < 0)
+		return 1;
+	if (cfg.user != NULL)
+		rate_auth_len = socks_auth_msg(rate_auth);
+	rate_req_len = socks_request_msg(rate_req);
+	start = now_mono();
+	end = start + cfg.seconds;
+	for (int i = 0; i < cfg.concurrency; i++)
+		if (!rate_conn_open(ep, &conns[i]))
+			conns[i].fd = -1;
+	while (now_mono() < end) {
+		int k = epoll_wait(ep, evs, (int)(sizeof(evs) / sizeof(evs[0])), 100);
+
+		for (int i = 0; i < k; i++) {
+			struct rate_conn *c = evs[i].data.ptr;
+			int st = rate_conn_step(ep, c);
+
+			if (st == 0)
+				continue;
+			if (st == 1) {
+				if (done < MAX_SAMPLES)
+					samples[done] = now_mono() - c->t0;
+				done++;
+			} else {
+				errors++;
+			}
+			close(c->fd); /* also leaves the epoll set */
+			if (!rate_conn_open(ep, c))
+				c->fd = -1;
+		}
+	}
+	elapsed = now_mono() - start;
+	for (int i = 0; i < cfg.concurrency; i++)
+		if (conns[i].fd >= 0)
+			close(conns[i].fd); /* in flight at the end: not counted either way */
+	close(ep);
+	n = done < MAX_SAMPLES ? done : MAX_SAMPLES;
+	qsort(samples, (size_t)n, sizeof(double), cmp_double);
+	printf("rate conns=%ld seconds=%.2f cps=%.0f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
+	       "max_ms=%.3f errors=%ld concurrency=%d\n",
+	       done, elapsed, (double)done / elapsed, percentile_ms(n, 0.50),
+	       percentile_ms(n, 0.90), percentile_ms(n, 0.99), percentile_ms(n, 1.0), errors,
+	       cfg.concurrency);
+	free(samples);
+	free(conns);
+	return done > 0 ? 0 : 1;
 }
 
 static int run_probe(void)
@@ -1190,7 +1397,7 @@ static void usage(void)
 		"usage: socksload sink [--bulk]\n"
 		"       socksload probe|rate|bulk|hold (--proxy ADDR:PORT | --no-proxy) --target ADDR:PORT\n"
 		"                 [--user U --pass P] [--name HOST]\n"
-		"                 rate: [--threads K] [--seconds T]\n"
+		"                 rate: [--threads K | --concurrency C] [--seconds T]\n"
 		"                 bulk: [--conns N] [--mbytes M] [--seconds LIMIT]\n"
 		"                 hold: [--conns C] [--idle S] [--pid PID]... [--seconds LIMIT]\n"
 		"                 probe: [--seconds LIMIT]\n");
@@ -1244,6 +1451,8 @@ int main(int argc, char **argv)
 			cfg.name = v;
 		else if (strcmp(argv[i - 1], "--threads") == 0 && atoi(v) > 0 && atoi(v) <= MAX_THREADS)
 			cfg.threads = atoi(v);
+		else if (strcmp(argv[i - 1], "--concurrency") == 0 && atoi(v) > 0 && atoi(v) <= 4096)
+			cfg.concurrency = atoi(v);
 		else if (strcmp(argv[i - 1], "--seconds") == 0 && atof(v) > 0 && atof(v) <= 3600)
 			cfg.seconds = atof(v);
 		else if (strcmp(argv[i - 1], "--conns") == 0 && atol(v) > 0 && atol(v) <= 1000000)
@@ -1260,7 +1469,7 @@ int main(int argc, char **argv)
 	if (have_proxy == cfg.no_proxy || !have_target || (cfg.user != NULL) != (cfg.pass != NULL))
 		usage();
 	if (strcmp(mode, "rate") == 0)
-		return run_rate();
+		return cfg.concurrency > 0 ? run_rate_concurrent() : run_rate();
 	if (strcmp(mode, "bulk") == 0)
 		return run_bulk();
 	if (strcmp(mode, "hold") == 0)
