@@ -1630,8 +1630,8 @@ int session_start(struct worker *w, struct listener *l, int fd, const struct add
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
-	if (l->link && session_link_start(s) != ST_OK) {
-		session_abort(s);
+	if (l->link && (session_link_start(s) != ST_OK || s->state == S_CLOSED)) {
+		session_abort(s); /* out of memory, or too many unauthenticated connections */
 		return ST_OK;
 	}
 	/* A client writes its greeting right after connecting, so by the time the listener's
