@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "crypto/pwhash.h"
+#include "socks/quota.h"
 #include "socks/resolve.h"
 #include "socks/route.h"
 #include "socks/throttle.h"
@@ -50,6 +51,9 @@ void server_config_defaults(struct server_config *cfg)
 	cfg->connect_timeout = 10;
 	cfg->idle_timeout = 300;
 	cfg->grace = 10;
+	cfg->bind_timeout = 60;
+	cfg->udp_rate = 10000;
+	cfg->udp_per_user = 32;
 	cfg->no_auth = false;
 }
 
@@ -346,6 +350,7 @@ static void worker_destroy(struct worker *w)
 	auth_sink_destroy(&w->sink);
 	usage_destroy(&w->usage);
 	pwhash_cache_free(w->cache);
+	free(w->udp_buf);
 	snapshot_unref(w->snap);
 	snapshot_unref(atomic_exchange(&w->next_snap, NULL));
 	ev_loop_destroy(w->loop);
@@ -669,6 +674,9 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 	rc = throttle_new(THROTTLE_SLOTS, &srv->throttle);
 	if (rc != ST_OK)
 		goto fail;
+	rc = quota_new(&srv->udp_quota);
+	if (rc != ST_OK)
+		goto fail;
 	{
 		/* Unknown users are checked against this, so their failure costs what a wrong
 		 * password costs: timing does not tell which names exist. */
@@ -819,6 +827,7 @@ void server_free(struct server *srv)
 		if (srv->listen_fds[i] >= 0)
 			close(srv->listen_fds[i]);
 	throttle_free(srv->throttle);
+	quota_free(srv->udp_quota);
 	snapshot_unref(srv->current);
 	free(srv->own_addrs);
 	if (srv->store != NULL)

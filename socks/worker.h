@@ -23,6 +23,7 @@ struct snapshot;
 struct pwhash_cache;
 struct resolver;
 struct throttle;
+struct quota;
 
 struct listener {
 	ev_io io;
@@ -55,6 +56,8 @@ struct worker {
 	unsigned nsessions;
 
 	struct usage usage; /* counters since the control thread's last flush */
+
+	uint8_t *udp_buf; /* one datagram and room for its header (socks/udp.c), at the first use */
 };
 
 struct server {
@@ -76,6 +79,7 @@ struct server {
 
 	struct auth_pool *auth;
 	struct throttle *throttle;
+	struct quota *udp_quota; /* open UDP associations per user, over all workers */
 	char dummy_hash[SNAPSHOT_HASH_MAX]; /* verified against for unknown users: same cost */
 
 	atomic_uint active; /* open client connections over all workers */
