@@ -611,6 +611,7 @@ static void session_associate(struct session *s, const struct socks_request *req
 	session_send(s, reply, n);
 	if (s->state == S_CLOSED)
 		return;
+	buf_consume(&s->up, buf_len(&s->up)); /* bytes after the request mean nothing here */
 	s->state = S_UDP;
 	session_timer_set(s, MIN(s->w->srv->cfg.idle_timeout, UDP_FLUSH_INTERVAL));
 }
@@ -1186,7 +1187,7 @@ static void session_settle(struct session *s)
 	}
 	handshake = s->state == S_GREETING || s->state == S_AUTH || s->state == S_REQUEST;
 	relay = s->state == S_RELAY;
-	if (relay) {
+	if (relay || s->state == S_UDP) {
 		/* An idle relay holds no buffer: memory follows the bytes in flight, not the number of
 		 * open connections. The next read allocates again. */
 		if (s->up.base != NULL && buf_empty(&s->up))
