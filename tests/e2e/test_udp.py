@@ -14,7 +14,8 @@ Proves, through the real daemon:
   an IPv6 target with an IPv4-only pool is dropped (never the default address);
 - what is dropped without ending the association: FRAG != 0, malformed headers (bad RSV, cut short,
   bad ATYP, empty domain), datagrams from another port than the client's (the first datagram, or
-  the request's DST.PORT, fixes it) and from another address; a datagram from a stranger to the
+  the request's DST.PORT, fixes it) and from another address; datagrams to a name that does not
+  resolve, without delaying others (and an association closed while it resolves); a datagram from a stranger to the
   egress socket is not relayed to the client (no open reflector); `--deny-private` drops datagrams
   to loopback as it refuses CONNECT;
 - life: closing the TCP connection closes the relay (its port answers ICMP unreachable) and frees
@@ -251,6 +252,25 @@ class Drops(UdpCase):
         a.echo("127.0.0.1", e.port, b"announced")
         self.assertEqual(e.seen.get(timeout=5)[1], b"announced")
         self.assertTrue(e.seen.empty())
+
+    def test_unresolvable_name(self):
+        e = self.udp_echo("127.0.0.1")
+        d = self.pool_daemon()
+        a = self.assoc(d)
+        # A name that never resolves (.invalid, RFC 6761; one query to the system's resolver, as
+        # test_replies.py makes): its datagrams are held (16 at most) then dropped, and nothing
+        # else waits for it.
+        for _ in range(40):
+            a.send("shroud-e2e-udp.invalid", e.port, b"nowhere")
+        a.echo("127.0.0.1", e.port, b"meanwhile")
+        self.assertEqual(e.seen.get(timeout=5)[1], b"meanwhile")
+        # Closing while the resolution may still be pending cancels it; the daemon (ASan in
+        # `make test`) goes on serving.
+        a.close()
+        b = self.assoc(d)
+        b.echo("127.0.0.1", e.port, b"next")
+        self.assertEqual(e.seen.get(timeout=5)[1], b"next")
+        self.assertTrue(e.seen.empty(), "a datagram for an unresolvable name reached the echo")
 
     def test_no_open_reflector(self):
         e = self.udp_echo("127.0.0.1")
