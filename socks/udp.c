@@ -312,18 +312,18 @@ static void udp_relay_out(struct udp_assoc *a, const struct addr *targets, size_
 		k = udp_sock_find(a, family, &cand->src);
 		if (k == NULL) {
 			/* A prefix entry's address is one of many routed here, on no interface. */
-			unsigned flags =
-				cand->entry->prefix_len < (family == AF_INET6 ? 128 : 32) ? EGRESS_FREEBIND
-											  : 0;
+			bool prefix = cand->entry->prefix_len < (family == AF_INET6 ? 128 : 32);
 
-			k = udp_sock_open(a, family, &cand->src, flags,
+			k = udp_sock_open(a, family, &cand->src, prefix ? EGRESS_FREEBIND : 0,
 					  route_entry_address(snap, cand->entry), &bind_failed);
 			if (k == NULL && (bind_failed || errno == EADDRNOTAVAIL)) {
+				/* Not on this host: the entry's fault, as for CONNECT. */
+				int err = errno;
 				int64_t wait = route_entry_failed(snap, cand->entry,
 								  (int64_t)udp_now(a));
 
 				log_debug("egress %s failed (%s): cooling down %lld s",
-					  route_entry_address(snap, cand->entry), strerror(errno),
+					  route_entry_address(snap, cand->entry), strerror(err),
 					  (long long)wait);
 				continue;
 			}

@@ -11,7 +11,8 @@ Proves, through the real daemon:
 - the egress: UDP to a site leaves from the address a TCP CONNECT of the same (user, session, site)
   leaves from, for 10 sessions, 5 literal sites and a name; different sites and sessions spread;
   `ttl-0` draws a new address per association (>= 5 distinct of 20) and keeps it within one;
-  an IPv6 target with an IPv4-only pool is dropped (never the default address);
+  an IPv6 target with an IPv4-only pool is dropped (never the default address); an entry that
+  cannot be bound cools down and the next-ranked one carries the datagrams;
 - what is dropped without ending the association: FRAG != 0, malformed headers (bad RSV, cut short,
   bad ATYP, empty domain), datagrams from another port than the client's (the first datagram, or
   the request's DST.PORT, fixes it) and from another address; datagrams to a name that does not
@@ -197,6 +198,36 @@ class Egress(UdpCase):
         harness.log("ttl-0: %d distinct of 20 associations" % len(set(seen)))
         self.assertLessEqual(set(seen), set(POOL20))
         self.assertGreaterEqual(len(set(seen)), 5, seen)
+
+
+    def test_unbindable_entry_cools_down(self):
+        bad = "192.0.2.77"      # TEST-NET-1: never on this host; only a bind is tried, never a packet
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((bad, 0))
+            self.skipTest("binding %s does not fail here (ip_nonlocal_bind?)" % bad)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        udp = self.udp_echo("127.0.0.1")
+        d = harness.Daemon(workdir=self.workdir())
+        add_user(d.db, USER, PW)
+        pool_add(d.db, "127.0.0.2")
+        pool_add(d.db, bad, "--weight", "50")
+        self.addCleanup(d.stop)
+        d.start()
+        seen = [self.assoc(d, "%s-session-h%d" % (USER, i)).echo("127.0.0.1", udp.port)[0]
+                for i in range(20)]
+        self.assertEqual(set(seen), {"127.0.0.2"}, seen)
+        entry = None
+        for _ in harness.deadline_loop(FLUSH_BOUND, 0.2):
+            entry = harness.pool_entries(d.db)[bad]
+            if entry["cooling_until"] is not None and entry["failures"] >= 1:
+                break
+        else:
+            self.fail("the unbindable entry never cooled down: %r" % entry)
+        harness.log("%s after failed UDP binds: %r" % (bad, entry))
 
 
 class Drops(UdpCase):
