@@ -656,14 +656,19 @@ int udp_assoc_new(struct worker *w, int ctl_fd, const struct addr *client,
 	a->cfd = -1;
 	a->params = *params;
 	a->client = *client;
-	/* The user's places; a client without a login is counted by its address. */
+	/* The user's places; a client without a login is counted by its address, an IPv6 one by
+	 * its /64 (one host usually owns a whole /64, as socks/throttle assumes). */
 	if (params->name[0] != '\0') {
 		snprintf(a->quota_key, sizeof(a->quota_key), "%s", params->name);
 	} else {
+		struct addr net = *client;
 		char ip[ADDR_STRLEN];
 
-		snprintf(a->quota_key, sizeof(a->quota_key), "@%s",
-			 addr_format_ip(client, ip, sizeof(ip)));
+		if (addr_family(&net) == AF_INET6)
+			memset(net.u.sin6.sin6_addr.s6_addr + 8, 0, 8);
+		snprintf(a->quota_key, sizeof(a->quota_key), "@%s%s",
+			 addr_format_ip(&net, ip, sizeof(ip)),
+			 addr_family(&net) == AF_INET6 ? "/64" : "");
 	}
 	rc = quota_take(srv->udp_quota, a->quota_key, srv->cfg.udp_per_user);
 	if (rc != ST_OK) {

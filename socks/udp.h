@@ -60,8 +60,8 @@ struct udp_assoc;
  * Open an association for the client of a control connection on worker w.
  * ctl_fd: the control connection (the relay socket is bound to its local address); client: its
  * peer; expect: DST.ADDR/DST.PORT of the request; params: the login's user and parameters (copied).
- * Takes one of the user's --udp-per-user places (the key is the user name, or the client's address
- * without a login). On ST_OK, *out is the association and *relay the address for the reply.
+ * Takes one of the user's --udp-per-user places (the key is the user name, or without a login the
+ * client's IPv4 address or IPv6 /64). On ST_OK, *out is the association and *relay the address for the reply.
  * ST_EFULL: the user holds its limit already. ST_ESYS (errno set) or ST_ENOMEM. Never logs at the
  * default level.
  */
