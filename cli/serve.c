@@ -39,8 +39,14 @@ static void serve_usage(FILE *f)
 		"  --max-conns N           open client connections at most (default 10000)\n"
 		"  --handshake-timeout S   seconds from accept to a complete request (default 10)\n"
 		"  --connect-timeout S     seconds to resolve and connect to the target (default 10)\n"
-		"  --idle-timeout S        seconds a relay may pass without a byte (default 300)\n"
+		"  --idle-timeout S        seconds a relay may pass without a byte, or a UDP association\n"
+		"                          without a datagram (default 300)\n"
 		"  --grace S               on SIGINT/SIGTERM, seconds open connections may finish (10)\n"
+		"  --bind-timeout S        BIND: seconds to wait for the expected peer (default 60)\n"
+		"  --udp-rate N            UDP ASSOCIATE: datagrams per second per association, both\n"
+		"                          ways together; 0 = no limit (default 10000)\n"
+		"  --udp-per-user N        UDP associations one user (or, without a login, one client\n"
+		"                          address) may hold open at once (default 32)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info; only debug names\n"
 		"                          destinations)\n"
 		"  --no-splice             relay through user-space buffers instead of splice(2)\n"
@@ -135,6 +141,9 @@ enum {
 	OPT_CONNECT,
 	OPT_IDLE,
 	OPT_GRACE,
+	OPT_BIND_TIMEOUT,
+	OPT_UDP_RATE,
+	OPT_UDP_PER_USER,
 	OPT_LOG_LEVEL,
 	OPT_HELP,
 };
@@ -154,6 +163,9 @@ static const struct option serve_options[] = {
 	{ "connect-timeout", required_argument, NULL, OPT_CONNECT },
 	{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 	{ "grace", required_argument, NULL, OPT_GRACE },
+	{ "bind-timeout", required_argument, NULL, OPT_BIND_TIMEOUT },
+	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
+	{ "udp-per-user", required_argument, NULL, OPT_UDP_PER_USER },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -250,6 +262,18 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case OPT_GRACE:
 			if (!parse_seconds("--grace", optarg, &cfg.grace))
+				return CLI_USAGE;
+			break;
+		case OPT_BIND_TIMEOUT:
+			if (!parse_seconds("--bind-timeout", optarg, &cfg.bind_timeout))
+				return CLI_USAGE;
+			break;
+		case OPT_UDP_RATE:
+			if (!cli_parse_count("--udp-rate", optarg, 0, 10000000, &cfg.udp_rate))
+				return CLI_USAGE;
+			break;
+		case OPT_UDP_PER_USER:
+			if (!cli_parse_count("--udp-per-user", optarg, 1, 1000000, &cfg.udp_per_user))
 				return CLI_USAGE;
 			break;
 		case OPT_LOG_LEVEL:

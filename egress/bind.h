@@ -31,6 +31,23 @@ NODISCARD int egress_connect(const struct addr *src, const struct addr *dst, uns
 			     * PREFIX dev lo`): bind it even though no interface carries it. Never
 			     * for single addresses: binding one that is not on the host must fail. */
 
+/*
+ * BIND (RFC 1928 §4): a non-blocking, close-on-exec TCP socket bound to src (its port 0: the kernel
+ * picks one; EGRESS_FREEBIND as for egress_connect) and listening with a small backlog, for the one
+ * connection a BIND waits for. ST_OK with *fd set, or ST_ESYS (errno set, nothing left open);
+ * *bind_failed tells that the bind itself failed (src is at fault). Never blocks, never logs.
+ */
+NODISCARD int egress_listen(const struct addr *src, unsigned flags, int *fd, int *bind_failed);
+
+/*
+ * UDP ASSOCIATE (RFC 1928 §7): a non-blocking, close-on-exec UDP socket of `family` bound to src
+ * (port 0; EGRESS_FREEBIND as above), or to the family's wildcard address when src is NULL (the
+ * system's default source). An IPv6 socket is IPv6-only: IPv4 traffic never reaches it mapped.
+ * ST_OK with *fd set, or ST_ESYS (errno set, nothing left open); *bind_failed as above.
+ */
+NODISCARD int egress_udp(int family, const struct addr *src, unsigned flags, int *fd,
+			 int *bind_failed);
+
 /* The pending error of a connecting socket (SO_ERROR): 0 when connected, else an errno value. */
 int egress_connect_result(int fd);
 

@@ -27,6 +27,7 @@
 #include "crypto/keys.h"
 #include "crypto/link.h"
 #include "socks/penalty.h"
+#include "socks/quota.h"
 #include "socks/resolve.h"
 #include "socks/route.h"
 #include "socks/throttle.h"
@@ -58,6 +59,9 @@ void server_config_defaults(struct server_config *cfg)
 	cfg->connect_timeout = 10;
 	cfg->idle_timeout = 300;
 	cfg->grace = 10;
+	cfg->bind_timeout = 60;
+	cfg->udp_rate = 10000;
+	cfg->udp_per_user = 32;
 	cfg->no_auth = false;
 	cfg->link_handshake_timeout = 30;
 }
@@ -394,6 +398,7 @@ static void worker_destroy(struct worker *w)
 	usage_destroy(&w->usage);
 	pipe_pool_destroy(&w->pipes);
 	pwhash_cache_free(w->cache);
+	free(w->udp_buf);
 	snapshot_unref(w->snap);
 	snapshot_unref(atomic_exchange(&w->next_snap, NULL));
 	ev_loop_destroy(w->loop);
@@ -731,6 +736,9 @@ int server_new(const struct server_config *cfg, struct store *store, struct serv
 	rc = throttle_new(THROTTLE_SLOTS, &srv->throttle);
 	if (rc != ST_OK)
 		goto fail;
+	rc = quota_new(&srv->udp_quota);
+	if (rc != ST_OK)
+		goto fail;
 	{
 		/* Unknown users are checked against this, so their failure costs what a wrong
 		 * password costs: timing does not tell which names exist. */
@@ -891,6 +899,7 @@ void server_free(struct server *srv)
 	link_replay_free(srv->replay);
 	penalty_free(srv->penalty);
 	pthread_mutex_destroy(&srv->replay_lock);
+	quota_free(srv->udp_quota);
 	snapshot_unref(srv->current);
 	free(srv->own_addrs);
 	if (srv->store != NULL)

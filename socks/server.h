@@ -33,6 +33,9 @@ struct server_config {
 	double connect_timeout;	  /* request -> target connected (DNS included), seconds */
 	double idle_timeout;	  /* relay with no byte either way, seconds */
 	double grace;		  /* shutdown: how long open connections may finish, seconds */
+	double bind_timeout;	  /* BIND: first reply -> the expected peer connected, seconds */
+	unsigned udp_rate;	  /* datagrams per second per UDP association, both ways; 0 = no limit */
+	unsigned udp_per_user;	  /* UDP associations one user (or one client address) holds at once */
 	bool no_auth;		  /* offer "no authentication" even with users / off loopback */
 	bool no_splice;		  /* relay through user-space buffers only (comparisons, debugging) */
 	enum server_private {

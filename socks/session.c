@@ -5,6 +5,9 @@
  * with FAIL_WAIT (a throttled login failure waits before it is told) and LINGER (an error reply is
  * flushed, then the connection half-closed and drained before close, so the client reads the reply
  * instead of a reset).
+ * BIND: REQUEST -> [RESOLVING] -> BIND_WAIT (listening on the egress, first reply sent) -> RELAY
+ * with the accepted connection as the target. UDP ASSOCIATE: REQUEST -> UDP, where socks/udp
+ * relays the datagrams and this connection only keeps the association alive.
  *
  * Bytes from the client always land in `up` (client -> target) and bytes for the client always
  * leave from `down` (target -> client, and our own replies). The codec parses the head of `up`, so
@@ -40,6 +43,7 @@
 #include "socks/resolve.h"
 #include "socks/route.h"
 #include "socks/throttle.h"
+#include "socks/udp.h"
 #include "socks/usage.h"
 #include "socks/worker.h"
 #include "store/snapshot.h"
@@ -57,6 +61,8 @@ enum session_state {
 	S_RESOLVING,
 	S_CONNECTING,
 	S_RELAY,
+	S_BIND_WAIT, /* BIND: listening, the first reply sent; tfd is the listening socket */
+	S_UDP,	     /* UDP ASSOCIATE: the association lives as long as this connection */
 	S_LINGER,
 	S_LINK_FIRST,	/* link: reading the first flight and its padding */
 	S_LINK_SILENT,	/* link: a failed handshake, read and dropped until the deadline */
@@ -113,6 +119,7 @@ struct session {
 	bool c_eof, t_eof;   /* read 0 from client / target */
 	bool c_shut, t_shut; /* shutdown(SHUT_WR) sent to client / target */
 	uint8_t method;
+	uint8_t cmd; /* SOCKS_CMD_CONNECT or SOCKS_CMD_BIND once the request is in */
 	int cfd, tfd;
 	ev_io c_read, c_write, t_read, t_write;
 	ev_timer timer;
@@ -124,6 +131,7 @@ struct session {
 	struct auth_job *job;
 	struct session_route *route;
 	struct session_link *link; /* the encrypted link's endpoint; NULL on the plain port */
+	struct udp_assoc *udp; /* UDP ASSOCIATE */
 	uint64_t bytes_up, bytes_down;
 	bool connect_started; /* a CONNECT reached the connect stage: counted in usage */
 	bool relayed;	      /* ... and connected */
@@ -344,10 +352,16 @@ static void session_connect_poll(struct session *s)
  * fault (its next address is tried, then the client is told); a source that cannot be bound or
  * routed is the source's fault (it cools down and the next candidate is tried).
  */
+static void session_bind_next(struct session *s);
+
 static void session_connect_next(struct session *s)
 {
 	struct session_route *r = s->route;
 
+	if (s->cmd == SOCKS_CMD_BIND) {
+		session_bind_next(s); /* the same sources, ranked the same way: listen, not connect */
+		return;
+	}
 	for (;;) {
 		const struct route_candidate *c = session_candidate(s);
 		bool next_candidate = false;
@@ -522,15 +536,203 @@ static void session_route_key(struct session *s, const struct socks_target *dst)
 	s->route->has_key = true;
 }
 
+/* ---- BIND and UDP ASSOCIATE -------------------------------------------------------------------- */
+
+static bool session_addr_unspecified(const struct addr *a)
+{
+	return addr_family(a) == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->u.sin6.sin6_addr)
+					  : a->u.sin.sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+/* BIND's first reply is out: wait for the peer on the listening socket fd. */
+static void session_bind_listening(struct session *s, int fd)
+{
+	uint8_t reply[SOCKS_REPLY_MAX];
+	struct addr bnd;
+	size_t n;
+
+	bnd.len = sizeof(bnd.u);
+	if (getsockname(fd, &bnd.u.sa, &bnd.len) < 0) {
+		close(fd);
+		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
+		return;
+	}
+	s->tfd = fd;
+	ev_io_set(&s->t_read, fd, EV_READ); /* readable = a connection to accept */
+	ev_io_set(&s->t_write, fd, EV_WRITE);
+	if (s->route != NULL) {
+		const struct route_candidate *c = session_candidate(s);
+
+		if (c != NULL) {
+			route_entry_ok(s->route->snap, c->entry);
+			snprintf(s->egress, sizeof(s->egress), "%s",
+				 route_entry_address(s->route->snap, c->entry));
+		}
+		/* The targets stay until the peer is checked; the snapshot goes now. */
+		snapshot_unref(s->route->snap);
+		s->route->snap = NULL;
+	}
+	/* RFC 1928 §4: the first reply names the address and port the server listens on. */
+	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &bnd);
+	session_send(s, reply, n);
+	if (s->state == S_CLOSED)
+		return;
+	s->state = S_BIND_WAIT;
+	session_timer_set(s, s->w->srv->cfg.bind_timeout);
+}
+
+/*
+ * BIND: listen on the source the key of (user, session, site of DST.ADDR) ranks first, exactly
+ * where a CONNECT to DST.ADDR would leave from; a source that cannot be bound cools down and the
+ * next one is tried. With an empty pool: the address the client reached us on.
+ */
+static void session_bind_next(struct session *s)
+{
+	struct session_route *r = s->route;
+	size_t kept = 0;
+
+	/* The expected peer is a destination like any other: no door into our own network. */
+	for (size_t i = 0; i < r->ntargets; i++)
+		if (session_addr_unspecified(&r->targets[i]) ||
+		    !server_target_denied(s->w->srv, &r->targets[i]))
+			r->targets[kept++] = r->targets[i];
+	if (kept == 0) {
+		log_debug("BIND refused: the expected peer is internal or one of our own addresses");
+		session_reply_fail(s, SOCKS_REP_NOT_ALLOWED);
+		return;
+	}
+	r->ntargets = (uint8_t)kept;
+	for (;;) {
+		const struct route_candidate *c = session_candidate(s);
+		bool pool = s->route != NULL && s->route->pool_in_use;
+		unsigned flags = 0;
+		struct addr src;
+		int fd, bind_failed;
+
+		if (pool && c == NULL)
+			break; /* every candidate failed */
+		if (c != NULL) {
+			src = c->src;
+			if (c->entry->prefix_len < (c->entry->family == AF_INET6 ? 128 : 32))
+				flags = EGRESS_FREEBIND;
+		} else {
+			src.len = sizeof(src.u);
+			if (getsockname(s->cfd, &src.u.sa, &src.len) < 0) {
+				r->fail_rep = SOCKS_REP_GENERAL_FAILURE;
+				break;
+			}
+			addr_set_port(&src, 0);
+		}
+		if (egress_listen(&src, flags, &fd, &bind_failed) == ST_OK) {
+			session_bind_listening(s, fd);
+			return;
+		}
+		r->fail_rep = session_rep_from_errno(errno);
+		if (c == NULL || !bind_failed)
+			break;
+		session_candidate_failed(s, BLAME_SOURCE, errno);
+	}
+	session_reply_fail(s, r->fail_rep);
+}
+
+/* True when peer may complete the BIND: DST.ADDR zero (any peer), else one of its addresses. */
+static bool session_bind_peer_ok(const struct session *s, const struct addr *peer)
+{
+	const struct session_route *r = s->route;
+
+	for (size_t i = 0; i < r->ntargets; i++)
+		if (session_addr_unspecified(&r->targets[i]) || addr_equal_ip(&r->targets[i], peer))
+			return true;
+	return false;
+}
+
+/* The listening socket is readable: accept the expected peer, refuse others and keep listening. */
+static void session_bind_accept(struct session *s)
+{
+	struct linger reset = { 1, 0 };
+	uint8_t reply[SOCKS_REPLY_MAX];
+	struct addr peer;
+	int fd, one = 1;
+	size_t n;
+
+	for (;;) {
+		peer.len = sizeof(peer.u);
+		fd = accept4(s->tfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* Out of descriptors, say: the socket would stay readable, so give up. */
+			log_debug("BIND: accept failed: %s", strerror(errno));
+			session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
+			return;
+		}
+		if (session_bind_peer_ok(s, &peer))
+			break;
+		/* Refused with a reset; the BIND is not used up and waits for the right peer. */
+		log_debug("BIND: a connection from another address than the expected peer refused");
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+		close(fd);
+	}
+	ev_io_stop(s->w->loop, &s->t_read);
+	ev_io_stop(s->w->loop, &s->t_write);
+	close(s->tfd); /* one connection per BIND */
+	session_route_free(s); /* as at a CONNECT's relay start */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->tfd = fd;
+	ev_io_set(&s->t_read, fd, EV_READ);
+	ev_io_set(&s->t_write, fd, EV_WRITE);
+	/* RFC 1928 §4: the second reply names the peer that connected. */
+	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &peer);
+	session_send(s, reply, n);
+	if (s->state == S_CLOSED)
+		return;
+	s->state = S_RELAY;
+	s->relayed = true;
+	s->last_active = ev_now(s->w->loop);
+	session_timer_set(s, s->w->srv->cfg.idle_timeout);
+}
+
+/* UDP ASSOCIATE: open the association (socks/udp) and name its relay address in the reply. */
+static void session_associate(struct session *s, const struct socks_request *req)
+{
+	uint8_t reply[SOCKS_REPLY_MAX];
+	struct addr relay;
+	size_t n;
+	int rc;
+
+	if (session_route_ready(s) != ST_OK) {
+		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
+		return;
+	}
+	rc = udp_assoc_new(s->w, s->cfd, &s->client, &req->dst, &s->route->params, &s->udp,
+			   &relay);
+	if (rc != ST_OK) {
+		log_debug("UDP ASSOCIATE refused: %s",
+			  rc == ST_ESYS ? strerror(errno) : status_str(rc));
+		session_reply_fail(s, rc == ST_EFULL ? SOCKS_REP_NOT_ALLOWED
+						     : SOCKS_REP_GENERAL_FAILURE);
+		return;
+	}
+	n = socks_write_reply(reply, SOCKS_REP_SUCCEEDED, &relay);
+	session_send(s, reply, n);
+	if (s->state == S_CLOSED)
+		return;
+	buf_consume(&s->up, buf_len(&s->up)); /* bytes after the request mean nothing here */
+	s->state = S_UDP;
+	session_timer_set(s, MIN(s->w->srv->cfg.idle_timeout, UDP_FLUSH_INTERVAL));
+}
+
 static void session_request(struct session *s, const struct socks_request *req)
 {
 	const struct socks_target *dst = &req->dst;
 
-	if (req->cmd != SOCKS_CMD_CONNECT) {
-		/* BIND and UDP ASSOCIATE have their own issue; until then, say so per RFC 1928. */
-		session_reply_fail(s, SOCKS_REP_CMD_UNSUPPORTED);
+	if (req->cmd == SOCKS_CMD_UDP_ASSOCIATE) {
+		session_associate(s, req);
 		return;
 	}
+	s->cmd = req->cmd; /* CONNECT or BIND: both choose the egress from DST.ADDR's site */
 	session_timer_set(s, s->w->srv->cfg.connect_timeout);
 	if (session_route_ready(s) != ST_OK) {
 		session_reply_fail(s, SOCKS_REP_GENERAL_FAILURE);
@@ -1360,8 +1562,10 @@ static void session_client_readable(struct session *s)
 		session_settle(s);
 		return;
 	}
-	if (s->state == S_LINGER) {
-		/* Drain and drop until the client closes or the linger timer ends it. */
+	if (s->state == S_LINGER || s->state == S_UDP) {
+		/* Drain and drop until the client closes or the linger timer ends it. A UDP
+		 * association's control connection carries nothing more; its close ends the
+		 * association (RFC 1928 §7). */
 		uint8_t sink[4096];
 
 		n = read(s->cfd, sink, sizeof(sink));
@@ -1413,6 +1617,12 @@ static void session_target_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 	UNUSED(loop);
 	UNUSED(revents);
+	if (s->state == S_BIND_WAIT) {
+		session_bind_accept(s);
+		session_flush(s);
+		session_settle(s);
+		return;
+	}
 	n = session_relay_read(s, s->tfd, &s->down, &s->down_pipe);
 	if (n == 0)
 		s->t_eof = true;
@@ -1473,6 +1683,24 @@ static void session_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		log_debug("connect timed out");
 		session_reply_fail(s, SOCKS_REP_TTL_EXPIRED);
 		break;
+	case S_BIND_WAIT:
+		/* RFC 1928 §4: the second reply tells a failure too. */
+		log_debug("BIND: no connection from the expected peer in time");
+		session_reply_fail(s, SOCKS_REP_TTL_EXPIRED);
+		break;
+	case S_UDP: {
+		double idle = ev_now(loop) - udp_assoc_last_active(s->udp);
+		double limit = s->w->srv->cfg.idle_timeout;
+
+		udp_assoc_flush(s->udp); /* a long association's counters reach the database too */
+		if (idle < limit) {
+			session_timer_set(s, MIN(limit - idle, UDP_FLUSH_INTERVAL));
+		} else {
+			log_debug("UDP association idle timeout");
+			session_close(s);
+		}
+		break;
+	}
 	case S_FAIL_WAIT:
 		socks_write_auth_status(reply, SOCKS_AUTH_FAILURE);
 		session_fail(s, reply, sizeof(reply));
@@ -1502,6 +1730,7 @@ static void session_free(struct session *s)
 		resolve_cancel(s->query);
 	if (s->job != NULL)
 		s->job->owner = NULL; /* orphaned: freed when it comes back */
+	udp_assoc_free(s->udp);
 	if (s->connect_started)
 		usage_add(&w->usage, s->user, s->egress, s->bytes_up,
 			  s->bytes_down > s->reply_bytes ? s->bytes_down - s->reply_bytes : 0,
@@ -1557,7 +1786,7 @@ static void session_settle(struct session *s)
 		return;
 	}
 	relay = s->state == S_RELAY;
-	if (relay) {
+	if (relay || s->state == S_UDP) {
 		/* An idle relay holds no buffer: memory follows the bytes in flight, not the number of
 		 * open connections. The next read allocates again. */
 		if (s->up.base != NULL && buf_empty(&s->up))
@@ -1579,9 +1808,11 @@ static void session_settle(struct session *s)
 	if (s->down_pipe.fd[0] >= 0 && s->down_pipe.len == 0)
 		pipe_pool_put(&s->w->pipes, &s->down_pipe);
 	linger = s->state == S_LINGER;
-	/* The client is read in every state, also while its login is checked or its target
-	 * connected: what it pipelines waits in `up`, and its fd's epoll registration never goes
-	 * away and comes back (each return costs libev a failed EPOLL_CTL_ADD and a MOD). */
+	/* The client is read in every state, also while its login is checked, its target
+	 * connected or its BIND's peer awaited: what it pipelines waits in `up`, and its fd's epoll
+	 * registration never goes away and comes back (each return costs libev a failed
+	 * EPOLL_CTL_ADD and a MOD). A UDP association's connection is drained like a lingering one. */
+	linger = linger || s->state == S_UDP;
 	if (s->link != NULL) {
 		/* The link is read in every state (RESET and truncation must be seen), as far as
 		 * rx has room; opened records wait there while `up` is full. */
@@ -1595,7 +1826,8 @@ static void session_settle(struct session *s)
 	}
 	if (s->tfd >= 0) {
 		session_watch(loop, &s->t_read,
-			      relay && !s->t_eof && session_dir_has_room(&s->down, &s->down_pipe));
+			      (relay && !s->t_eof && session_dir_has_room(&s->down, &s->down_pipe)) ||
+				      s->state == S_BIND_WAIT);
 		session_watch(loop, &s->t_write,
 			      s->state == S_CONNECTING ||
 				      (relay && !session_dir_empty(&s->up, &s->up_pipe)));

@@ -27,6 +27,7 @@ struct throttle;
 struct link_server_key;
 struct link_replay;
 struct penalty;
+struct quota;
 
 /* Plain listeners first, then the link's. */
 #define SERVER_LISTENERS_MAX (2 * SERVER_LISTEN_MAX)
@@ -64,6 +65,7 @@ struct worker {
 
 	struct usage usage; /* counters since the control thread's last flush */
 	struct pipe_pool pipes; /* empty pipes for the zero-copy relay */
+	uint8_t *udp_buf; /* one datagram and room for its header (socks/udp.c), at the first use */
 };
 
 struct server {
@@ -85,6 +87,7 @@ struct server {
 
 	struct auth_pool *auth;
 	struct throttle *throttle;
+	struct quota *udp_quota; /* open UDP associations per user, over all workers */
 	char dummy_hash[SNAPSHOT_HASH_MAX]; /* verified against for unknown users: same cost */
 
 	atomic_uint active; /* open client connections over all workers */

@@ -1190,6 +1190,153 @@ def skip_file(reason):
 
 
 # --------------------------------------------------------------------------------------------
+# UDP ASSOCIATE and BIND (issue 6)
+
+
+class UdpEchoServer:
+    """A UDP socket on one loopback address that answers every datagram with
+    `SRC <ip> <port>\n` (the source it saw) followed by the datagram itself. Every (peer, payload)
+    it received is queued in `seen`."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.seen = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def addr(self):
+        return self.host, self.port
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([self.sock], [], [], 0.2)
+                if not r:
+                    continue
+                data, peer = self.sock.recvfrom(65535)
+            except (OSError, ValueError):
+                return
+            self.seen.put((peer[:2], data))
+            try:
+                self.sock.sendto(("SRC %s %d\n" % (peer[0], peer[1])).encode() + data, peer)
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def udp_frame(host, port, data, frag=0):
+    """RFC 1928 §7: RSV=0000 FRAG ATYP DST.ADDR DST.PORT DATA (ATYP as encode_target chooses)."""
+    return b"\x00\x00" + bytes([frag]) + encode_target(host, port) + data
+
+
+def parse_udp_frame(d):
+    """RFC 1928 §7 header of a datagram from the relay -> (host, port, data). Asserts RSV 0 and
+    FRAG 0 (the relay never fragments)."""
+    if len(d) < 4 or d[:3] != b"\x00\x00\x00":
+        raise AssertionError("datagram from the relay does not start RSV=0000 FRAG=00: %r" % d[:32])
+    atyp = d[3]
+    if atyp == 1 and len(d) >= 10:
+        return str(ipaddress.IPv4Address(d[4:8])), struct.unpack("!H", d[8:10])[0], d[10:]
+    if atyp == 4 and len(d) >= 22:
+        return str(ipaddress.IPv6Address(d[4:20])), struct.unpack("!H", d[20:22])[0], d[22:]
+    if atyp == 3 and len(d) >= 5 and len(d) >= 7 + d[4]:
+        n = d[4]
+        return d[5:5 + n].decode("latin-1"), struct.unpack("!H", d[5 + n:7 + n])[0], d[7 + n:]
+    raise AssertionError("datagram from the relay has a bad header: %r" % d[:32])
+
+
+class UdpAssociation:
+    """One UDP ASSOCIATE through the proxy: the TCP control connection (`ctl`), the reply
+    (`reply`, whose BND is the relay), and the client's UDP socket (`sock`), bound to the same
+    loopback family as the relay. `expect` is the request's DST.ADDR/DST.PORT."""
+
+    def __init__(self, proxy, user=None, password=None, expect=None, timeout=IO_TIMEOUT,
+                 sock=None):
+        self.timeout = timeout
+        self.ctl = tcp_connect(proxy, timeout)
+        try:
+            fam = socket.AF_INET6 if ":" in proxy[0] else socket.AF_INET
+            if expect is None:
+                expect = ("::", 0) if fam == socket.AF_INET6 else ("0.0.0.0", 0)
+            self.reply = socks_handshake(self.ctl, expect[0], expect[1], user, password, cmd=3,
+                                         timeout=timeout)
+            if self.reply.rep != 0:
+                raise SocksFailure("request", "UDP ASSOCIATE answered %s" % rep_name(self.reply.rep),
+                                   self.reply)
+            self.relay = (self.reply.host, self.reply.port)
+            if sock is None:
+                sock = socket.socket(fam, socket.SOCK_DGRAM)
+                sock.bind((proxy[0], 0))
+            self.sock = sock
+        except BaseException:
+            self.ctl.close()
+            raise
+
+    def send(self, host, port, data, frag=0):
+        self.sock.sendto(udp_frame(host, port, data, frag), self.relay)
+
+    def send_raw(self, datagram):
+        self.sock.sendto(datagram, self.relay)
+
+    def recv(self, timeout=None):
+        """The next datagram from the relay, parsed: (host, port, data). Asserts it came from the
+        relay's address and port; socket.timeout when none arrives in time."""
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        d, peer = self.sock.recvfrom(65535)
+        if peer[:2] != self.relay:
+            raise AssertionError("datagram from %r, not from the relay %r" % (peer, self.relay))
+        return parse_udp_frame(d)
+
+    def assert_silent(self, seconds):
+        """Assert no datagram reaches the client for `seconds`."""
+        r, _, _ = select.select([self.sock], [], [], seconds)
+        if r:
+            d = self.sock.recv(65535)
+            raise AssertionError("expected no datagram for %.1f s, got %r" % (seconds, d[:64]))
+
+    def echo(self, host, port, payload=None, timeout=None):
+        """Send payload to a UdpEchoServer at (host, port) through the relay and return the source
+        (ip, port) it saw. Asserts the reply names the echo's address and carries the payload."""
+        if payload is None:
+            payload = os.urandom(32)
+        self.send(host, port, payload)
+        rhost, rport, data = self.recv(timeout)
+        m = re.fullmatch(rb"SRC (\S+) (\d+)\n(.*)", data, re.S)
+        if m is None or m.group(3) != payload:
+            raise AssertionError("echo answer is not 'SRC ip port' + the payload: %r" % data[:128])
+        if rport != port:
+            raise AssertionError("the relay's header names port %d, the echo is on %d" % (rport, port))
+        return m.group(1).decode(), int(m.group(2))
+
+    def close(self):
+        try:
+            self.sock.close()
+        finally:
+            self.ctl.close()
+
+
+def bind_request(proxy, host, port, user=None, password=None, timeout=IO_TIMEOUT):
+    """Connect to the proxy and send BIND (CMD 02) for the expected peer (host, port); returns
+    (ctl, first Reply), any REP (the socket is left open for the caller to close)."""
+    s = tcp_connect(proxy, timeout)
+    try:
+        r = socks_handshake(s, host, port, user, password, cmd=2, timeout=timeout)
+    except BaseException:
+        s.close()
+        raise
+    return s, r
+
+
+# --------------------------------------------------------------------------------------------
 # test base class and runner
 
 

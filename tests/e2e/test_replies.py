@@ -5,10 +5,11 @@ source address the echo target saw) for IPv4, IPv6 and a resolved name; 0x01 for
 0x03 for a destination the kernel refuses to route (a multicast address: Linux fails a TCP connect to it
 with ENETUNREACH before sending anything); 0x04 for a name under .invalid; 0x05 for a closed loopback
 port; 0x06 for a connect that exceeds --connect-timeout (a loopback listener whose accept queue is full
-drops SYNs); 0x07 for BIND, UDP ASSOCIATE and an unknown command; 0x08 for ATYP 0x05; `05 FF` when no
+drops SYNs); 0x07 for an unknown command; 0x08 for ATYP 0x05; `05 FF` when no
 offered method is acceptable; `01 01` for a wrong password and an unknown user. After every error the
 connection is closed and the daemon still serves a normal client. Also: the banner lists every listener
-(IPv4 and IPv6), and --no-auth with users accepts both no-auth and passwords.
+(IPv4 and IPv6), and --no-auth with users accepts both no-auth and passwords. BIND and UDP ASSOCIATE
+answer 0x00 naming a loopback address and a real port (their behaviour: test_bind.py, test_udp.py).
 """
 import os
 import select
@@ -216,17 +217,22 @@ class Replies(DaemonTestCase):
         self.assertLess(took, 5.0)
         self.assert_error_then_close(d, s, r, 0x06)
 
-    def test_command_not_supported_bind(self):
+    def test_bind_first_reply(self):
         d = self.daemon()
         s, r = self.noauth_request(d, bytes.fromhex("05 02 00 01 7f 00 00 01") + port_bytes(self.echo.port))
         #                                          VER CMD=BIND RSV ATYP 127.0.0.1 PORT
-        self.assert_error_then_close(d, s, r, 0x07)
+        # RFC 1928 §4: the first reply names where the proxy listens; an empty pool listens where
+        # the client reached it.
+        self.assertEqual((r.rep, r.atyp, r.host), (0x00, 0x01, "127.0.0.1"), r)
+        self.assertNotEqual(r.port, 0, r)
 
-    def test_command_not_supported_udp_associate(self):
+    def test_udp_associate_reply(self):
         d = self.daemon()
         s, r = self.noauth_request(d, bytes.fromhex("05 03 00 01 00 00 00 00 00 00"))
         #                                          VER CMD=UDP ASSOCIATE RSV ATYP 0.0.0.0 PORT 0
-        self.assert_error_then_close(d, s, r, 0x07)
+        # The relay is where the client reached the proxy, never 0.0.0.0.
+        self.assertEqual((r.rep, r.atyp, r.host), (0x00, 0x01, "127.0.0.1"), r)
+        self.assertNotEqual(r.port, 0, r)
 
     def test_command_not_supported_unknown(self):
         d = self.daemon()
