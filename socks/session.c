@@ -1017,6 +1017,7 @@ static bool session_write(int fd, struct buf *b, uint64_t *count);
 static bool session_link_seal(struct session *s, const uint8_t *frame, size_t len)
 {
 	struct session_link *l = s->link;
+	size_t room;
 	int n;
 
 	if (session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK) {
@@ -1024,14 +1025,16 @@ static bool session_link_seal(struct session *s, const uint8_t *frame, size_t le
 		return false;
 	}
 	if (link_rekey_due(&l->ls, clock_mono())) {
-		n = link_record_seal_rekey(&l->ls, clock_mono(), buf_space(&l->tx), buf_room(&l->tx));
+		room = buf_room(&l->tx); /* first: it may move the bytes buf_space points at */
+		n = link_record_seal_rekey(&l->ls, clock_mono(), buf_space(&l->tx), room);
 		if (n < 0) {
 			session_close(s);
 			return false;
 		}
 		buf_produce(&l->tx, (size_t)n);
 	}
-	n = link_record_seal(&l->ls, frame, len, buf_space(&l->tx), buf_room(&l->tx));
+	room = buf_room(&l->tx);
+	n = link_record_seal(&l->ls, frame, len, buf_space(&l->tx), room);
 	if (n < 0) {
 		log_debug("link: cannot seal a record: %s", status_str(n));
 		session_close(s);
@@ -1258,6 +1261,7 @@ static void session_link_records(struct session *s)
 static void session_link_readable(struct session *s)
 {
 	struct session_link *l = s->link;
+	size_t room;
 	ssize_t n;
 
 	if (s->state == S_LINK_SILENT || s->state == S_LINGER) {
@@ -1272,7 +1276,8 @@ static void session_link_readable(struct session *s)
 		session_close(s);
 		return;
 	}
-	n = read(s->cfd, buf_space(&l->rx), buf_room(&l->rx));
+	room = buf_room(&l->rx); /* first: it may move the bytes buf_space points at */
+	n = read(s->cfd, buf_space(&l->rx), room);
 	if (n == 0) {
 		/* The client closed its connection. Without an EOF or RESET record before, that is
 		 * a truncation: the target gets a reset, not a clean end. */
@@ -1303,6 +1308,7 @@ static void session_link_flush(struct session *s)
 
 	if (s->state == S_LINK_SILENT)
 		return;
+reseal:
 	if (s->state == S_RELAY) {
 		/* The target's bytes, LINK_DATA_MAX per record, while tx has room for one. */
 		while (!buf_empty(&s->down) && s->state != S_CLOSED) {
@@ -1336,6 +1342,10 @@ static void session_link_flush(struct session *s)
 		session_close(s);
 		return;
 	}
+	/* tx went out whole but `down` still holds what did not fit: seal it now, since neither the
+	 * client's writability (tx is empty) nor the target (down is full) would call us again. */
+	if (s->state == S_RELAY && buf_empty(&l->tx) && !buf_empty(&s->down))
+		goto reseal;
 	if (s->state == S_LINGER) {
 		if (buf_empty(&l->tx) && !s->c_shut) {
 			shutdown(s->cfd, SHUT_WR);
@@ -1419,11 +1429,13 @@ static int session_link_start(struct session *s)
 /* Read from fd into b. Returns bytes read, 0 at EOF, -1 with nothing to read now, -2 on error. */
 static ssize_t session_read(int fd, struct buf *b)
 {
+	size_t room;
 	ssize_t n;
 
 	if (session_buf_ready(b) != ST_OK)
 		return -2;
-	n = read(fd, buf_space(b), buf_room(b));
+	room = buf_room(b); /* first: compacting moves the end that buf_space returns */
+	n = read(fd, buf_space(b), room);
 	if (n > 0) {
 		buf_produce(b, (size_t)n);
 		return n;
@@ -1586,7 +1598,9 @@ static void session_client_readable(struct session *s)
 		session_close(s);
 	} else if (n > 0) {
 		s->last_active = ev_now(s->w->loop);
-		session_advance(s);
+		/* Only the handshake parses; a relay's bytes may be in the pipe, `up` unallocated. */
+		if (s->state == S_GREETING || s->state == S_AUTH || s->state == S_REQUEST)
+			session_advance(s);
 	}
 	session_flush(s);
 	session_settle(s);
