@@ -45,8 +45,9 @@ static void link_usage(FILE *f)
 		"  --db PATH           database (default $SHROUD_DB, else ./shroud.db)\n"
 		"  --help              this text\n\n"
 		"Names are 1 to %d characters of A-Z a-z 0-9 _ . starting with a letter or digit.\n\n"
-		"The client side, '%s link --access-key-file FILE ...', is not built yet.\n",
-		cli_progname, cli_progname, STORE_LINK_NAME_MAX, cli_progname);
+		"The client: '%s link --access-key-file FILE|- [--key FILE] [--listen ADDR:PORT]',\n"
+		"or '%s link < FILE'.\n",
+		cli_progname, cli_progname, STORE_LINK_NAME_MAX, cli_progname, cli_progname);
 }
 
 /* ---- the command line ------------------------------------------------------------------------ */
@@ -381,6 +382,9 @@ int cmd_link(int argc, char **argv)
 	/* The one place the client mode branches off: `shroud link --access-key-file FILE ...`
 	 * (an option first) is the client, an action word first is the operator. */
 	if (argc >= 2 && strncmp(argv[1], "--", 2) == 0 && strcmp(argv[1], "--help") != 0)
+		return cmd_link_client(argc, argv);
+	/* `shroud link < FILE`: nothing but the access key on stdin. */
+	if (argc == 1 && !isatty(STDIN_FILENO))
 		return cmd_link_client(argc, argv);
 
 	memset(&a, 0, sizeof(a));

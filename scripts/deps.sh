@@ -11,8 +11,9 @@ case "${1:-run}" in
 test)
 	# cmocka for unit tests; clang + its runtime for libFuzzer and the sanitizer build; curl and
 	# python3-socks are the real clients of the end-to-end tests (node-socks, run by nodejs, for UDP
-	# ASSOCIATE and BIND); iproute2 for network namespaces.
-	need="$need libcmocka-dev clang libclang-rt-14-dev curl python3 python3-socks iproute2 nodejs node-socks"
+	# ASSOCIATE and BIND); iproute2 for network namespaces; strace shows that the link client
+	# resolves no destination itself.
+	need="$need libcmocka-dev clang libclang-rt-14-dev curl python3 python3-socks iproute2 nodejs node-socks strace"
 	;;
 bench)
 	# taskset (util-linux) pins the proxy and the load generator to their cores; the peers shroud

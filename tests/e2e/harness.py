@@ -19,11 +19,24 @@ What is here, and what each piece guarantees:
   ended (method, auth status, REP, or the source address the echo target saw); egress_source() asserts
   success and returns that source; run_parallel() spreads many attempts over a few threads;
   skip_file() ends a file that cannot run here as skipped.
+- The encrypted link (issue 4): the serve banner's `link on ADDR...` part (Daemon.link_addrs,
+  Daemon.link_addr(); `--listen none` gives no plain listener); link_add() runs `shroud link add`
+  and returns the access key; parse_access_key()/format_access_key() read and write access keys
+  (check included) so a test can point one at another port or break one of its keys; LinkClient
+  is one `shroud link` process started with the key on stdin (or in a 0600 file), ready when its
+  `shroud link: listening on ...` line arrives, stopped like a Daemon; link_client_fail() runs one
+  that must exit, and reports its exit code, stderr and how long it took.
+- The link from outside: linkprobe() runs tests/tools/linkprobe (built beside the binary: a client
+  that can set its clock off, replay, bind a source, and break records on purpose) and parses what
+  it printed into a ProbeRun; write_secret() writes a 0600 key file; link_revoke(); RecordServer is
+  a target that records each connection's bytes and whether it ended with a FIN or a reset;
+  PatternServer is the bulk target of linkprobe --bulk.
 Only loopback addresses are ever connected to. Pool entries outside loopback (documentation ranges,
 192.0.2.0/24, 2001:db8::/32) appear only as CLI arguments, as an address whose bind must fail, or as
 local addresses inside a network namespace a test creates.
 """
 import argparse
+import base64
 import concurrent.futures
 import hashlib
 import http.server
@@ -189,23 +202,31 @@ def parse_hostport(text):
 
 
 def parse_banner(line):
-    """Parse the readiness line. Returns dict(listen=[(host, port)...], fields={key: value}).
-    The addresses are the text between 'listening on ' and the first ';'."""
+    """Parse the readiness line. Returns dict(listen=[(host, port)...], link=[(host, port)...],
+    fields={key: value}). The addresses are the text between 'listening on ' and the first ';'
+    ('none' with `--listen none`); the link listeners are the field `link on ADDR...`."""
     prefix = "shroud: listening on "
     if not line.startswith(prefix) or ";" not in line:
         raise AssertionError("readiness line does not match the contract: %r" % line)
     rest = line[len(prefix):]
     addrs_text, tail = rest.split(";", 1)
-    listen = [parse_hostport(a) for a in addrs_text.split()]
-    if not listen:
-        raise AssertionError("no listening address in %r" % line)
+    listen = [] if addrs_text.strip() == "none" else [parse_hostport(a) for a in addrs_text.split()]
     fields = {}
     for part in tail.split(";"):
         part = part.strip()
         if part:
             key, _, value = part.partition(" ")
             fields[key] = value
-    return {"listen": listen, "fields": fields, "line": line}
+    link = []
+    if "link" in fields:
+        if not fields["link"].startswith("on "):
+            raise AssertionError("the banner's link field is not 'link on ADDR...': %r" % line)
+        link = [parse_hostport(a) for a in fields["link"][3:].split()]
+        if not link:
+            raise AssertionError("no link address in %r" % line)
+    if not listen and not link:
+        raise AssertionError("no listening address in %r" % line)
+    return {"listen": listen, "link": link, "fields": fields, "line": line}
 
 
 class DaemonError(AssertionError):
@@ -227,6 +248,7 @@ class Daemon:
         self.proc = None
         self.banner = None
         self.addrs = []
+        self.link_addrs = []
         self.extra_stdout = b""
         self._stdout_thread = None
         self.exit_code = None
@@ -260,20 +282,22 @@ class Daemon:
         info = parse_banner(line)
         self.banner = info["line"]
         self.addrs = info["listen"]
+        self.link_addrs = info["link"]
         self.fields = info["fields"]
         self._stdout_thread = threading.Thread(target=self._drain_stdout, daemon=True)
         self._stdout_thread.start()
         return self
 
-    def _read_banner(self):
+    def _read_banner(self, timeout=None):
         fd = self.proc.stdout.fileno()
         buf = b""
-        deadline = time.monotonic() + BANNER_TIMEOUT
+        timeout = timeout or BANNER_TIMEOUT
+        deadline = time.monotonic() + timeout
         while b"\n" not in buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._fail_start("no readiness line within %.0f s (stdout so far: %r)"
-                                 % (BANNER_TIMEOUT, buf))
+                                 % (timeout, buf))
             r, _, _ = select.select([fd], [], [], left)
             if not r:
                 continue
@@ -401,6 +425,13 @@ class Daemon:
             if (":" in host) == (family == socket.AF_INET6):
                 return host, port
         raise AssertionError("no %s listener in %r" % (family.name, self.addrs))
+
+    def link_addr(self, family=socket.AF_INET):
+        """The first bound link listener (`--link-listen`) of a family: (host, port)."""
+        for host, port in self.link_addrs:
+            if (":" in host) == (family == socket.AF_INET6):
+                return host, port
+        raise AssertionError("no %s link listener in %r" % (family.name, self.link_addrs))
 
     def rss_kib(self):
         return proc_rss_kib(self.proc.pid)
@@ -1334,6 +1365,355 @@ def bind_request(proxy, host, port, user=None, password=None, timeout=IO_TIMEOUT
         s.close()
         raise
     return s, r
+
+
+# --------------------------------------------------------------------------------------------
+# the encrypted link (issue 4): access keys and the client, `shroud link`
+
+LINK_READY_PREFIX = "shroud link: listening on "
+LINK_READY_TIMEOUT = 25.0   # the client's probe handshake may take LINK_REPLY_TIMEOUT (10 s)
+
+_ACCESS_RE = re.compile(r"shroud-link1:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([1-9][0-9]{0,4})/"
+                        r"([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})(?:\.([A-Za-z0-9_-]{43}))?"
+                        r"\.([A-Za-z0-9_-]{8})")
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def format_access_key(host, port, server_public, psk, client_private=None):
+    """An access key line (crypto/access.h): shroud-link1:HOST:PORT/SERVER_KEY.PSK[.CLIENT].CHECK,
+    CHECK = base64url of the first 6 bytes of BLAKE2b-256 over everything before its '.'."""
+    h = "[%s]" % host if ":" in host else host
+    body = "shroud-link1:%s:%d/%s.%s" % (h, port, _b64url(server_public), _b64url(psk))
+    if client_private is not None:
+        body += "." + _b64url(client_private)
+    return body + "." + _b64url(hashlib.blake2b(body.encode(), digest_size=32).digest()[:6])
+
+
+def parse_access_key(line):
+    """-> dict(host, port, server_public, psk, client_private or None); asserts format and check."""
+    m = _ACCESS_RE.fullmatch(line.strip())
+    if m is None:
+        raise AssertionError("not an access key: %r" % line)
+    host = m.group(1)[1:-1] if m.group(1).startswith("[") else m.group(1)
+    key = {"host": host, "port": int(m.group(2)), "server_public": _unb64url(m.group(3)),
+           "psk": _unb64url(m.group(4)),
+           "client_private": _unb64url(m.group(5)) if m.group(5) else None}
+    if format_access_key(key["host"], key["port"], key["server_public"], key["psk"],
+                         key["client_private"]) != line.strip():
+        raise AssertionError("access key check does not match: %r" % line)
+    return key
+
+
+def access_key_with(line, **changes):
+    """The access key `line` with fields replaced (host, port, server_public, psk,
+    client_private), its check recomputed: e.g. pointed at the port a daemon actually bound."""
+    key = parse_access_key(line)
+    key.update(changes)
+    return format_access_key(key["host"], key["port"], key["server_public"], key["psk"],
+                             key["client_private"])
+
+
+def link_add(db, name, user, server="127.0.0.1:1"):
+    """`shroud link add NAME --user USER --server SERVER --db DB`: asserts exit 0 and exactly one
+    line on stdout, an access key; returns it. (The server's port is often not known yet when the
+    link is made: point the key at the bound port later with access_key_with(port=...).)"""
+    r = cli("link", "add", name, "--user", user, "--server", server, "--db", db)
+    lines = r.out.splitlines()
+    if r.rc != 0 or len(lines) != 1:
+        raise AssertionError("link add failed or did not print one line: %r" % r)
+    parse_access_key(lines[0])
+    return lines[0]
+
+
+class LinkClient(Daemon):
+    """One `shroud link` process: the access key goes in on stdin (via="stdin": no flag;
+    via="dash": --access-key-file -) or in a mode 0600 file (via="file"). Ready when the line
+    `shroud link: listening on ADDR; server HOST:PORT` arrives (bounded wait); `addrs` then holds
+    its SOCKS5 address. stop() asserts exit 0 after SIGTERM and nothing more on stdout."""
+
+    def __init__(self, access_key, workdir=None, listen="127.0.0.1:0", args=(), key_file=None,
+                 via="stdin", log_level=None, env=None, wrap=()):
+        super().__init__(workdir=workdir or new_workdir("link"), listen=(listen,), args=args,
+                         env=env, log_level=log_level)
+        self.access_key = access_key
+        self.key_file = key_file
+        self.via = via
+        self.wrap = list(wrap)   # a command prefix that runs the client as its one child (strace)
+        self.tracee = None
+        self.log_path = os.path.join(self.workdir, "link.log")
+        self.server_text = None
+        self.access_path = None
+        if via == "file":
+            self.access_path = os.path.join(self.workdir, "access.key")
+            fd = os.open(self.access_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(access_key + "\n")
+
+    def command(self):
+        cmd = self.wrap + [BINARY, "link"]
+        if self.via == "file":
+            cmd += ["--access-key-file", self.access_path]
+        elif self.via == "dash":
+            cmd += ["--access-key-file", "-"]
+        cmd += ["--listen", self.listen_spec[0]]
+        if self.key_file:
+            cmd += ["--key", self.key_file]
+        if self.log_level:
+            cmd += ["--log-level", self.log_level]
+        return cmd + self.args
+
+    def start(self):
+        cmd = self.command()
+        self._log_file = open(self.log_path, "ab")
+        self._log_file.write(("$ %s\n" % " ".join(cmd)).encode())
+        self._log_file.flush()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log_file, cwd=self.workdir,
+                                     env=clean_env(self.env))
+        with _DAEMONS_LOCK:
+            _DAEMONS.append(self)
+        try:
+            if self.via != "file":
+                self.proc.stdin.write(self.access_key.encode() + b"\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass  # it exited already: _read_banner reports how
+        line, rest = self._read_banner(LINK_READY_TIMEOUT)
+        self.extra_stdout = rest
+        m = re.fullmatch(r"shroud link: listening on (\S+); server (\S+)", line)
+        if m is None:
+            self._fail_start("the ready line does not match the contract: %r" % line)
+        self.banner = line
+        self.addrs = [parse_hostport(m.group(1))]
+        self.server_text = m.group(2)
+        self.fields = {}
+        if self.wrap:
+            self.tracee = self._child_pid()
+        self._stdout_thread = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._stdout_thread.start()
+        return self
+
+    def _child_pid(self):
+        """The wrapper's one child: the client itself (it printed the ready line, so it exists)."""
+        path = "/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)
+        for _ in deadline_loop(5.0, 0.02):
+            with open(path) as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+        self._fail_start("the wrapper %r has no child process" % self.wrap)
+
+    def stop(self, sig=signal.SIGTERM, timeout=None):
+        """As Daemon.stop; under a wrapper the signal goes to the client itself, and the wrapper
+        (which exits with its child's status) is waited for."""
+        if self.tracee is not None and self.running() and self.exit_code is None:
+            os.kill(self.tracee, sig)
+            self.signalled = signal.Signals(sig).name
+            self.wait_exit(timeout or self.grace + 5.0)
+        return super().stop(sig, timeout)
+
+
+class LinkRun:
+    def __init__(self, rc, out, err, elapsed):
+        self.rc, self.out, self.err, self.elapsed = rc, out, err, elapsed
+
+    def __repr__(self):
+        return "shroud link -> exit %s after %.2f s\n  stdout: %r\n  stderr: %r" % (
+            self.rc, self.elapsed, self.out[:2000], self.err[:2000])
+
+
+def link_client_fail(access_key, args=(), timeout=30.0, listen="127.0.0.1:0"):
+    """Run `shroud link --listen LISTEN ARGS` with the key on stdin, for a case that must end by
+    itself (a refused key, an unreachable server); returns a LinkRun. Raises if it is still
+    running after `timeout` (it is killed by PID first)."""
+    cmd = [BINARY, "link", "--listen", listen] + list(args)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=tmp_root(), env=clean_env())
+    try:
+        out, err = p.communicate((access_key + "\n").encode() if access_key is not None else b"",
+                                 timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError("shroud link still running after %.0f s: stdout %r stderr %r"
+                             % (timeout, out[:500], err[:500]))
+    return LinkRun(p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                   time.monotonic() - t0)
+
+
+# --------------------------------------------------------------------------------------------
+# the encrypted link from outside (issue 4): tests/tools/linkprobe and a recording target
+
+
+def linkprobe_path():
+    """The linkprobe tool built beside the shroud binary (CMake target `linkprobe`)."""
+    return os.path.join(os.path.dirname(BINARY), "linkprobe")
+
+
+class ProbeRun:
+    """What one linkprobe run printed: `lines`; `first` is its first line (reply N, badreply,
+    silent T how, unreachable ...); `silent` = (seconds, how) for a silent first flight, else None;
+    `rep` the CONNECT_REPLY's REP or None; `data` the DATA bytes received; `end` the end of the link
+    (eof, reset, closed, tcpreset, badrecord, timeout) or None; `bulk` the --bulk line as a dict
+    (sent, received, bad, seconds) or None; `elapsed` the run's wall time."""
+
+    def __init__(self, args, rc, out, err, elapsed):
+        self.args, self.rc, self.err, self.elapsed = args, rc, err, elapsed
+        self.lines = out.splitlines()
+        self.first = self.lines[0] if self.lines else ""
+        self.silent, self.rep, self.end, self.bulk = None, None, None, None
+        data = bytearray()
+        for line in self.lines:
+            word, _, rest = line.partition(" ")
+            if word == "silent":
+                t, _, how = rest.partition(" ")
+                self.silent = (float(t), how)
+            elif word == "rep":
+                self.rep = int(rest)
+            elif word == "data":
+                data += rest.encode("latin-1").decode("unicode_escape").encode("latin-1")
+            elif word == "end":
+                self.end = rest
+            elif word == "bulk":
+                f = rest.split()
+                self.bulk = {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
+        self.data = bytes(data)
+
+    def __repr__(self):
+        return "linkprobe %s -> exit %s after %.2f s\n  stdout: %r\n  stderr: %r" % (
+            " ".join(self.args), self.rc, self.elapsed, self.lines, self.err[:2000])
+
+
+def linkprobe(access_key_file, server, *args, timeout=60.0):
+    """Run `linkprobe --access-key-file F --server HOST:PORT ARGS...` (see its header comment) and
+    return a ProbeRun; asserts exit 0 (it exits 2 only on usage errors)."""
+    cmd = [linkprobe_path(), "--access-key-file", access_key_file,
+           "--server", "%s:%d" % tuple(server)] + [str(a) for a in args]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_root(),
+                       env=clean_env(), timeout=timeout)
+    r = ProbeRun(cmd[1:], p.returncode, p.stdout.decode("latin-1"),
+                 p.stderr.decode("utf-8", "replace"), time.monotonic() - t0)
+    if r.rc != 0:
+        raise AssertionError("linkprobe failed: %r" % r)
+    return r
+
+
+def write_secret(path, text):
+    """Write one line to a new mode 0600 file (an access key for linkprobe or `shroud link`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    return path
+
+
+def link_revoke(db, name):
+    """`shroud link revoke NAME --db DB`; asserts exit 0."""
+    r = cli("link", "revoke", name, "--db", db)
+    if r.rc != 0:
+        raise AssertionError("link revoke failed: %r" % r)
+    return r
+
+
+def _record_handler(conn, peer, server):
+    got = bytearray()
+    end = "eof"
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += data
+            if server.echo:
+                conn.sendall(data)
+        if server.echo:
+            conn.shutdown(socket.SHUT_WR)
+    except (ConnectionResetError, BrokenPipeError):
+        end = "reset"
+    server.ends.put((peer, bytes(got), end))
+
+
+class RecordServer(TcpServer):
+    """A target that records, per connection, every byte it received and how the connection
+    ended: 'eof' (a clean FIN) or 'reset' (RST). With echo=True it also echoes each chunk and
+    closes its side after the peer's EOF. Ended connections are queued in `ends` as
+    (peer, bytes, how); connections accepted (ended or not) in `accepted`."""
+
+    def __init__(self, host="127.0.0.1", echo=True):
+        self.echo = echo
+        self.ends = queue.Queue()
+        super().__init__(_record_handler, host)
+
+    def wait_end(self, timeout=IO_TIMEOUT):
+        """The next connection to end: (peer, bytes, how); AssertionError if none within timeout."""
+        try:
+            return self.ends.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no connection to the target ended within %.1f s (accepted: %d)"
+                                 % (timeout, self.accepted.qsize()))
+
+
+_P251 = bytes(range(251)) * 4200   # a period of the pattern for 1 MiB from any offset
+
+
+def pattern251(offset, n):
+    """Bytes offset..offset+n (n <= 1 MiB) of the stream whose byte i is i % 251 (linkprobe --bulk)."""
+    start = offset % 251
+    return _P251[start:start + n]
+
+
+def _pattern_handler(conn, peer, server):
+    def send():
+        try:
+            off = 0
+            while off < server.total:
+                n = min(1 << 20, server.total - off)
+                conn.sendall(pattern251(off, n))
+                off += n
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the receiving side reports how the connection ended
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received, bad, how = 0, 0, "eof"
+    try:
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            if data != pattern251(received, len(data)):
+                bad += 1
+            received += len(data)
+    except (ConnectionResetError, BrokenPipeError):
+        how = "reset"
+    sender.join(timeout=60)
+    server.ends.put((peer, received, bad, how))
+
+
+class PatternServer(TcpServer):
+    """A bulk target for linkprobe --bulk: sends `total` bytes of pattern251() and then its FIN,
+    while it reads and checks what comes in against the same pattern. Each ended connection is
+    queued in `ends` as (peer, bytes received, chunks that did not match, 'eof'|'reset')."""
+
+    def __init__(self, total, host="127.0.0.1"):
+        self.total = total
+        self.ends = queue.Queue()
+        super().__init__(_pattern_handler, host)
+
+    def wait_end(self, timeout=IO_TIMEOUT):
+        try:
+            return self.ends.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no connection to the bulk target ended within %.1f s" % timeout)
 
 
 # --------------------------------------------------------------------------------------------
