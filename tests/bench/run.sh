@@ -12,7 +12,13 @@
 #   dante       danted -f CONF: socksmethod none, internal 127.0.0.1, external lo (no auth)
 #   ss          shadowsocks-libev, ss-local -> ss-server, chacha20-ietf-poly1305, measured through
 #               ss-local's SOCKS5 port (both processes count as the proxy)
+#   link        shroud's encrypted link, the same shape as ss: `shroud link` (SOCKS5 on loopback,
+#               no login) -> `shroud serve --listen none --link-listen` (--workers 1, the same
+#               password user behind the link's key and the same egress pool as `shroud`), both
+#               processes on the proxy's core and counted as the proxy; every proxied connection
+#               is its own TCP connection to the server with its own Noise IK handshake (LINK.md)
 # A peer that is not installed is skipped, saying so; `scripts/deps.sh bench` installs them as root.
+# So is `link` when `shroud link` does not start (a build without the link client).
 #
 # Scenarios (tests/bench/socksload.c): bulk, N connections each carrying M MiB each way at once,
 # every byte checked at both ends; rate, K workers for T seconds, each loop a connect, greeting,
@@ -20,7 +26,8 @@
 # hold, C idle relayed connections proven alive at the start and the end, the proxy's RSS (VmRSS
 # of its processes) per connection, C sized to RLIMIT_NOFILE (2 descriptors per connection in the
 # proxy). For round 1..3, for each subject: bulk, then the rates; hold once per subject at the end.
-# The table gives the median of the rounds and their min-max, then shroud's ratio to each other.
+# The table gives the median of the rounds and their min-max, then shroud's ratio to each other,
+# and link's to ss (the other encrypted client-server pair) and to shroud (what the link costs).
 #
 # tests/bench/authrate.sh stays a separate, smaller runner: shroud alone, with and without a
 # password. Everything runs on loopback; every process started here is stopped by PID at exit.
@@ -160,6 +167,38 @@ else
 	skipped+=("ss (shadowsocks-libev not installed)")
 fi
 
+# shroud's encrypted link: the key made for a port chosen first, the server, then the client,
+# which proves the keys with one handshake before its ready line. Any step that fails skips it.
+link_start() { # -> link_server_pid, link_client_pid, link_addr
+	local lport
+	lport=$(free_port) || return 1
+	echo 'bench-password' | "$shroud" user add bench --db "$dir/link.db" --password-stdin >/dev/null &&
+		# shellcheck disable=SC2046
+		"$shroud" pool add $(for i in $(seq 2 51); do echo "127.0.0.$i"; done) ::1 \
+			--db "$dir/link.db" >/dev/null &&
+		(umask 077 && "$shroud" link add bench --user bench --server "127.0.0.1:$lport" \
+			--db "$dir/link.db" >"$dir/link.key" 2>"$dir/link-client.err") || return 1
+	"${on_proxy[@]}" "$shroud" serve --db "$dir/link.db" --listen none \
+		--link-listen "127.0.0.1:$lport" --workers 1 --grace 1 \
+		>"$dir/link-server.txt" 2>"$dir/link-server.err" & pids+=($!)
+	link_server_pid=$!
+	if ! wait_line "$dir/link-server.txt" 'link on' 2>/dev/null; then
+		cp "$dir/link-server.err" "$dir/link-client.err"
+		return 1
+	fi
+	"${on_proxy[@]}" "$shroud" link --access-key-file "$dir/link.key" --listen 127.0.0.1:0 \
+		--max-conns 100000 >"$dir/link-client.txt" 2>"$dir/link-client.err" & pids+=($!)
+	link_client_pid=$!
+	wait_line "$dir/link-client.txt" '^shroud link: listening on' 2>/dev/null || return 1
+	link_addr=$(sed -n 's/^shroud link: listening on \([^ ;]*\);.*/\1/p' "$dir/link-client.txt")
+}
+if link_start; then
+	admit link "$link_addr" "" "$link_server_pid" "$link_client_pid"
+else
+	why=$(grep -m 1 . "$dir/link-client.err" 2>/dev/null | cut -c 1-200) || true
+	skipped+=("link (shroud link did not start: $why)")
+fi
+
 echo "bench: ${subjects[*]}; $pinning; $rounds rounds"
 for s in "${skipped[@]}"; do echo "bench: skipped $s"; done
 echo "bench: bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads workers x ${rate_s}s (ATYP 3 and 4: ${atyp_s}s); hold $hold_conns x ${hold_idle}s idle"
@@ -284,18 +323,19 @@ if grep -q '^[^ ]* err_[^ ]* [1-9]' "$results"; then
 	awk '$2 ~ /^err_/ && $3 > 0 { printf "    %s %s: %s errors\n", $1, substr($2, 5), $3 }' "$results"
 fi
 
-if [ -n "${addr[shroud]:-}" ]; then
+ratios() { # SUBJECT OTHER...: the table of SUBJECT's medians divided by each OTHER's
+	local a b m o s=$1
+	shift
 	echo
-	echo "shroud / other (medians): above 1 is shroud ahead on MB/s and conn/s, behind on ms and KiB"
+	echo "$s / other (medians): above 1 is $s ahead on MB/s and conn/s, behind on ms and KiB"
 	printf '%-26s' ""
-	for s in "${subjects[@]}"; do [ "$s" != shroud ] && printf '%-14s' "$s"; done
+	for o in "$@"; do printf '%-14s' "$o"; done
 	echo
 	for m in bulk cps_v4 p50 p99 cps_name cps_v6 hold; do
 		printf '%-26s' "${label[$m]}"
-		a=$(median shroud "$m")
-		for s in "${subjects[@]}"; do
-			[ "$s" = shroud ] && continue
-			b=$(median "$s" "$m")
+		a=$(median "$s" "$m")
+		for o in "$@"; do
+			b=$(median "$o" "$m")
 			if [ -n "$a" ] && [ -n "$b" ]; then
 				printf '%-14s' "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 			else
@@ -304,5 +344,15 @@ if [ -n "${addr[shroud]:-}" ]; then
 		done
 		echo
 	done
-fi
+}
+others=()
+for s in "${subjects[@]}"; do
+	if [ "$s" != shroud ] && [ "$s" != link ]; then others+=("$s"); fi
+done
+if [ -n "${addr[shroud]:-}" ]; then ratios shroud "${others[@]}"; fi
+# The link against the other encrypted pair, and against the plain port: what encryption costs.
+cmp=()
+if [ -n "${addr[ss]:-}" ]; then cmp+=(ss); fi
+if [ -n "${addr[shroud]:-}" ]; then cmp+=(shroud); fi
+if [ -n "${addr[link]:-}" ] && [ "${#cmp[@]}" -gt 0 ]; then ratios link "${cmp[@]}"; fi
 echo "bench: $(($(date +%s) - started)) s"
