@@ -1719,6 +1719,12 @@ static void session_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		socks_write_auth_status(reply, SOCKS_AUTH_FAILURE);
 		session_fail(s, reply, sizeof(reply));
 		break;
+	case S_LINK_FIRST:
+		/* No complete first flight by the deadline (a probe of under 128 bytes, or one that
+		 * drips): a failure like any other, so such probes lead to the box too. */
+		penalty_fail(s->w->srv->penalty, &s->client, clock_mono());
+		session_close(s);
+		break;
 	default:
 		/* Handshake deadline, or an error reply the client would not read: close. */
 		log_debug("deadline passed in state %d", (int)s->state);

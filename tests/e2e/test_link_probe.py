@@ -178,7 +178,8 @@ class LinkProbe(DaemonTestCase):
     def test_unauthenticated_cap_per_source(self):
         # PENALTY_UNAUTH_PER_SOURCE (64) connections from one source that have not finished a
         # handshake: the next one from that source is silent even with a valid first flight,
-        # while another source is served; once they are gone, the source is served again.
+        # while another source is served. The 64 send nothing until their deadline: each such
+        # expiry counts as a failure, so afterwards the source is in the penalty box.
         d, addr, keys = self.start_link_daemon()
         crowded, other = self.source(), self.source()
         base = d.settled_fd_count()
@@ -196,7 +197,8 @@ class LinkProbe(DaemonTestCase):
             how, _ = wait_closed(s, 5)
             self.assertEqual(how, "eof")
         d.wait_fds_at_most(base)
-        self.probe_served(keys["k1"], addr, source=crowded)
+        self.probe_silent(keys["k1"], addr, "valid first flight after 64 expiries", source=crowded)
+        self.probe_served(keys["k1"], addr, source=other)
 
     def test_replayed_first_flight_is_silent(self):
         d, addr, keys = self.start_link_daemon()
