@@ -22,7 +22,9 @@
 #
 # Scenarios (tests/bench/socksload.c): bulk, N connections each carrying M MiB each way at once,
 # every byte checked at both ends; rate, K workers for T seconds, each loop a connect, greeting,
-# (login), CONNECT, 1-byte echo and close, with ATYP 1 (127.0.0.1), 3 (localhost) and 4 ([::1]);
+# (login), CONNECT, 1-byte echo and close, with ATYP 1 (127.0.0.1), 3 (localhost) and 4 ([::1]),
+# then ATYP 1 again with 16 exchanges in flight on one epoll thread (the blocking workers share the
+# generator's core and run it out before a fast proxy's);
 # hold, C idle relayed connections proven alive at the start and the end, the proxy's RSS (VmRSS
 # of its processes) per connection, C sized to RLIMIT_NOFILE (2 descriptors per connection in the
 # proxy). For round 1..3, for each subject: bulk, then the rates; hold once per subject at the end.
@@ -201,7 +203,7 @@ fi
 
 echo "bench: ${subjects[*]}; $pinning; $rounds rounds"
 for s in "${skipped[@]}"; do echo "bench: skipped $s"; done
-echo "bench: bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads workers x ${rate_s}s (ATYP 3 and 4: ${atyp_s}s); hold $hold_conns x ${hold_idle}s idle"
+echo "bench: bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads workers x ${rate_s}s (ATYP 3, ATYP 4 and 16 in flight on one thread: ${atyp_s}s); hold $hold_conns x ${hold_idle}s idle"
 
 results=$dir/results
 : >"$results"
@@ -225,13 +227,16 @@ run_bulk() { # SUBJECT
 	printf '  %-10s %s\n' "$1" "${out:-bulk failed}"
 }
 
-run_rate() { # SUBJECT KIND(v4|name|v6) SECONDS
-	local out target=127.0.0.1:$echo_port extra=()
-	[ "$2" = name ] && extra=(--name localhost)
+run_rate() { # SUBJECT KIND(v4|name|v6|c16) SECONDS
+	local out target=127.0.0.1:$echo_port extra=(--threads "$rate_threads")
+	[ "$2" = name ] && extra+=(--name localhost)
 	[ "$2" = v6 ] && target="[::1]:$echo_port"
+	# c16: ATYP 1 with 16 exchanges in flight on one epoll thread instead of blocking threads,
+	# so that the generator's core is not what runs out first (socksload.c, rate --concurrency).
+	[ "$2" = c16 ] && extra=(--concurrency 16)
 	# shellcheck disable=SC2046
 	out=$("${on_gen[@]}" "$load" rate $(via "$1") --target "$target" "${extra[@]}" \
-		--threads "$rate_threads" --seconds "$3" 2>>"$dir/gen.err") || true
+		--seconds "$3" 2>>"$dir/gen.err") || true
 	if [ -n "$out" ] && [ "$(field conns "$out")" != 0 ]; then
 		record "$1" "cps_$2" "$(field cps "$out")"
 		record "$1" "err_$2" "$(field errors "$out")"
@@ -239,6 +244,7 @@ run_rate() { # SUBJECT KIND(v4|name|v6) SECONDS
 			record "$1" p50 "$(field p50_ms "$out")"
 			record "$1" p99 "$(field p99_ms "$out")"
 		fi
+		[ "$2" = c16 ] && record "$1" p99_c16 "$(field p99_ms "$out")"
 	else
 		record "$1" "cps_$2" fail
 	fi
@@ -253,6 +259,7 @@ for r in $(seq "$rounds"); do
 		# A name means nothing without a proxy to resolve it.
 		[ "$s" != direct ] && run_rate "$s" name "$atyp_s"
 		run_rate "$s" v6 "$atyp_s"
+		run_rate "$s" c16 "$atyp_s"
 	done
 done
 
@@ -294,7 +301,7 @@ cell() { # SUBJECT METRIC: "median (min-max)", "fail" or "-"
 	echo "$(num "$(median "$1" "$2")") ($(num "${v[0]}")-$(num "${v[-1]}"))$errs"
 }
 
-metrics=(bulk cps_v4 p50 p99 cps_name cps_v6 hold alive)
+metrics=(bulk cps_v4 p50 p99 cps_name cps_v6 cps_c16 p99_c16 hold alive)
 declare -A label=(
 	[bulk]="bulk MB/s (both ways)"
 	[cps_v4]="rate conn/s, ATYP 1"
@@ -302,11 +309,13 @@ declare -A label=(
 	[p99]="  latency p99 ms"
 	[cps_name]="rate conn/s, ATYP 3"
 	[cps_v6]="rate conn/s, ATYP 4"
+	[cps_c16]="rate conn/s, 16 in flight"
+	[p99_c16]="  latency p99 ms"
 	[hold]="hold KiB/conn (RSS)"
 	[alive]="  alive at start/end"
 )
 echo
-echo "medians of $rounds rounds (min-max); bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads workers; hold: one run"
+echo "medians of $rounds rounds (min-max); bulk $bulk_conns x $bulk_mib MiB each way; rate $rate_threads blocking workers, or 16 in flight; hold: one run"
 printf '%-26s' ""
 for s in "${subjects[@]}"; do printf '%-22s' "$s"; done
 echo
@@ -331,7 +340,7 @@ ratios() { # SUBJECT OTHER...: the table of SUBJECT's medians divided by each OT
 	printf '%-26s' ""
 	for o in "$@"; do printf '%-14s' "$o"; done
 	echo
-	for m in bulk cps_v4 p50 p99 cps_name cps_v6 hold; do
+	for m in bulk cps_v4 p50 p99 cps_name cps_v6 cps_c16 p99_c16 hold; do
 		printf '%-26s' "${label[$m]}"
 		a=$(median "$s" "$m")
 		for o in "$@"; do
