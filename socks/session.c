@@ -135,6 +135,7 @@ struct session {
 	uint64_t bytes_up, bytes_down;
 	bool connect_started; /* a CONNECT reached the connect stage: counted in usage */
 	bool relayed;	      /* ... and connected */
+	bool resolving_inline; /* inside resolver_query: an answer at once must not settle */
 	uint32_t reply_bytes; /* our own bytes in `down`, not the target's: kept out of usage */
 	char user[EGRESS_NAME_MAX + 1]; /* for usage: the user name without parameters, "" = none */
 	char egress[STORE_ADDRESS_MAX]; /* for usage: the source address, "" = system default */
@@ -503,7 +504,10 @@ static void session_resolved(void *arg, int status, const struct addr *addrs, si
 		memcpy(s->route->targets, addrs, s->route->ntargets * sizeof(*addrs));
 		session_route_and_connect(s);
 	}
-	session_settle(s);
+	/* Answered inside resolver_query (/etc/hosts, a literal): the caller's callback is still
+	 * on the stack and settles (or frees) the session itself when it unwinds. */
+	if (!s->resolving_inline)
+		session_settle(s);
 }
 
 /* The route of a request without a username: an empty user and no parameters. */
@@ -758,8 +762,10 @@ static void session_request(struct session *s, const struct socks_request *req)
 
 		log_debug("resolving %s", dst->u.domain.name);
 		s->state = S_RESOLVING;
+		s->resolving_inline = true;
 		rc = resolver_query(s->w->resolver, dst->u.domain.name, dst->port, session_resolved, s,
 				    &q);
+		s->resolving_inline = false;
 		if (rc != ST_OK)
 			session_reply_fail(s, rc == ST_EINVAL ? SOCKS_REP_HOST_UNREACHABLE
 							      : SOCKS_REP_GENERAL_FAILURE);
@@ -928,9 +934,15 @@ static void session_starved(struct session *s)
 static void session_advance(struct session *s)
 {
 	for (;;) {
-		const uint8_t *p = buf_data(&s->up);
-		size_t len = buf_len(&s->up);
+		const uint8_t *p;
+		size_t len;
 		int n;
+
+		/* Past the handshake nothing is parsed here (and `up` may be unallocated). */
+		if (s->state != S_GREETING && s->state != S_AUTH && s->state != S_REQUEST)
+			return;
+		p = buf_data(&s->up);
+		len = buf_len(&s->up);
 
 		switch (s->state) {
 		case S_GREETING: {
