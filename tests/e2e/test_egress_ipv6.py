@@ -14,7 +14,6 @@ IPv4 target gets REP 0x04 and is never reached; the reply's BND is always the ad
 """
 import ipaddress
 import os
-import shutil
 import subprocess
 import sys
 
@@ -26,40 +25,6 @@ from harness import DaemonTestCase, add_user, pool_add, egress_attempt, egress_s
 PREFIX = "2001:db8:77::/64"
 NET = ipaddress.ip_network(PREFIX)
 USER, PW = "alice", "alice-secret-pw"
-MARK = "SHROUD_E2E_IN_NETNS"
-
-
-def reexec_in_namespace():
-    """Outside the namespace: run this file again under unshare and exit with its status, or skip.
-    Inside (MARK set): return."""
-    if os.environ.get(MARK) == "1":
-        return
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            harness.skip_file("no %s(8) on this host" % tool)
-    if not os.path.exists("/proc/net/if_inet6"):
-        harness.skip_file("IPv6 is not available in this kernel (no /proc/net/if_inet6)")
-    why = []
-    for prefix in (["unshare", "-n"], ["unshare", "-r", "-n"]):
-        p = subprocess.run(prefix + ["true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
-        if p.returncode == 0:
-            break
-        why.append("%s: %s" % (" ".join(prefix), p.stderr.decode("utf-8", "replace").strip()
-                               or "exit %d" % p.returncode))
-    else:
-        harness.skip_file("cannot create a network namespace (%s)" % "; ".join(why))
-    env = dict(os.environ)
-    env[MARK] = "1"
-    sys.stdout.write("re-running inside a new network namespace: %s\n" % " ".join(prefix))
-    sys.stdout.flush()
-    try:
-        p = subprocess.run(prefix + [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env,
-                           timeout=harness.FILE_BUDGET + 30)
-    except subprocess.TimeoutExpired:
-        print("the namespaced run did not finish within %.0f s" % (harness.FILE_BUDGET + 30))
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    sys.exit(p.returncode)
 
 
 def setUpModule():
@@ -126,5 +91,5 @@ class PrefixRotation(DaemonTestCase):
         self.src(d, USER + "-session-v4")     # and the pool still serves an IPv6 target
 
 if __name__ == "__main__":
-    reexec_in_namespace()
+    harness.reexec_in_namespace(__file__)
     harness.main()

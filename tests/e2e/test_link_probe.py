@@ -15,7 +15,7 @@ source leave it served, the fifth boxes it, and then its valid first flight is s
 valid client from another source is served and relays data to a target; the box ends 15 s after
 the fifth failure (within half a second). The cap on unauthenticated connections: with 64 open
 from one source, its 65th is silent even with a valid first flight, another source is served, and
-the source is served again once they are gone. After the handshake: a bit flipped in the header,
+once the 64 have expired at their deadline (a failure each) the source is in the box. After the handshake: a bit flipped in the header,
 body or tag of the CONNECT, a DATA or the EOF record, a reordered pair of records, a record cut
 short by the TCP close, records ending without EOF, and a second CONNECT each close the link at
 once (well before any timeout), and the target receives
