@@ -1628,45 +1628,70 @@ static int snapshot_user_fill(struct store *s, sqlite3_stmt *stmt, struct snapsh
 	return ST_OK;
 }
 
-static int snapshot_users_load(struct store *s, struct snapshot *snap)
+/*
+ * Fill each row of one table into a new array of `size`-byte elements. The rows are counted
+ * first (count_sql), the array allocated, then fill(s, stmt, rows, i) copies row i of select_sql
+ * and checks it (against row i - 1 too, where order matters). Count and rows are read in the
+ * caller's transaction, so a mismatch means the table changed under it. *rows and *n are set
+ * even on failure: *n counts the filled elements, which is what the snapshot's free wipes.
+ */
+typedef int snapshot_fill_fn(struct store *s, sqlite3_stmt *stmt, void *rows, size_t i);
+
+static int snapshot_rows_load(struct store *s, const char *table, const char *count_sql,
+			      const char *select_sql, size_t size, snapshot_fill_fn *fill,
+			      void **rows, size_t *n)
 {
 	sqlite3_stmt *stmt = NULL;
 	int64_t count = 0;
-	size_t n = 0;
 	int rc, st;
 
-	st = query_int64(s, "SELECT count(*) FROM users", &count);
+	*rows = NULL;
+	*n = 0;
+	st = query_int64(s, count_sql, &count);
 	if (st != ST_OK)
 		return st;
-	if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(struct snapshot_user))
-		return store_fail(s, ST_ENOMEM, "too many users for memory");
-	if (count > 0) {
-		snap->users = calloc((size_t)count, sizeof(*snap->users));
-		if (snap->users == NULL)
-			return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
-	}
-
-	st = prepare(s, "SELECT name, hash, enabled FROM users ORDER BY name COLLATE BINARY", &stmt);
+	if (count < 0 || (uint64_t)count > SIZE_MAX / size)
+		return store_fail(s, ST_ENOMEM, "too many %s rows for memory", table);
+	if (count == 0)
+		return ST_OK;
+	*rows = calloc((size_t)count, size);
+	if (*rows == NULL)
+		return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
+	st = prepare(s, select_sql, &stmt);
 	if (st != ST_OK)
 		return st;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == (size_t)count) {
-			st = changed_fail(s, "users");
+		if (*n == (size_t)count) {
+			st = changed_fail(s, table);
 			goto out;
 		}
-		st = snapshot_user_fill(s, stmt, &snap->users[n]);
+		st = fill(s, stmt, *rows, *n);
 		if (st != ST_OK)
 			goto out;
-		n++;
-		/* nusers counts filled entries, so a failed build frees (and wipes) what it copied. */
-		snap->nusers = n;
+		(*n)++;
 	}
 	if (rc != SQLITE_DONE)
 		st = db_fail(s, rc, "SQLite");
-	else if (n != (size_t)count)
-		st = changed_fail(s, "users");
+	else if (*n != (size_t)count)
+		st = changed_fail(s, table);
 out:
 	sqlite3_finalize(stmt);
+	return st;
+}
+
+static int snapshot_user_row(struct store *s, sqlite3_stmt *stmt, void *rows, size_t i)
+{
+	return snapshot_user_fill(s, stmt, (struct snapshot_user *)rows + i);
+}
+
+static int snapshot_users_load(struct store *s, struct snapshot *snap)
+{
+	void *rows;
+	int st = snapshot_rows_load(s, "users", "SELECT count(*) FROM users",
+				    "SELECT name, hash, enabled FROM users ORDER BY name COLLATE BINARY",
+				    sizeof(*snap->users), snapshot_user_row, &rows, &snap->nusers);
+
+	snap->users = rows;
 	return st;
 }
 
@@ -1700,56 +1725,29 @@ static int snapshot_link_fill(struct store *s, sqlite3_stmt *stmt, struct snapsh
 	return ST_OK;
 }
 
+static int snapshot_link_row(struct store *s, sqlite3_stmt *stmt, void *rows, size_t i)
+{
+	struct snapshot_link *l = rows;
+	int st = snapshot_link_fill(s, stmt, &l[i]);
+
+	/* UNIQUE (public_key) and the ORDER BY make the keys strictly increasing; bsearch depends
+	 * on it, so it is checked rather than assumed. */
+	if (st == ST_OK && i > 0 &&
+	    memcmp(l[i - 1].public_key, l[i].public_key, SNAPSHOT_LINK_KEY_BYTES) >= 0)
+		st = store_fail(s, ST_EDB, "links are not ordered by public key");
+	return st;
+}
+
 static int snapshot_links_load(struct store *s, struct snapshot *snap)
 {
-	sqlite3_stmt *stmt = NULL;
-	int64_t count = 0;
-	size_t n = 0;
-	int rc, st;
-
-	st = query_int64(s, "SELECT count(*)" SNAPSHOT_LINKS_WHERE, &count);
-	if (st != ST_OK)
-		return st;
-	if (count < 0 || (uint64_t)count > SIZE_MAX / sizeof(struct snapshot_link))
-		return store_fail(s, ST_ENOMEM, "too many links for memory");
-	if (count == 0)
-		return ST_OK;
-	snap->links = calloc((size_t)count, sizeof(*snap->links));
-	if (snap->links == NULL)
-		return store_fail(s, ST_ENOMEM, "out of memory building a snapshot");
-
+	void *rows;
 	/* BLOBs compare with memcmp in SQLite, the order snapshot_link_find searches in. */
-	st = prepare(s,
-		     "SELECT l.public_key, l.psk, l.name, l.user" SNAPSHOT_LINKS_WHERE
-		     " ORDER BY l.public_key",
-		     &stmt);
-	if (st != ST_OK)
-		return st;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == (size_t)count) {
-			st = changed_fail(s, "links");
-			goto out;
-		}
-		st = snapshot_link_fill(s, stmt, &snap->links[n]);
-		if (st != ST_OK)
-			goto out;
-		n++;
-		/* nlinks counts filled entries, so a failed build wipes what it copied. */
-		snap->nlinks = n;
-		/* UNIQUE (public_key) and the ORDER BY make this strictly increasing; bsearch
-		 * depends on it, so it is checked rather than assumed. */
-		if (n > 1 && memcmp(snap->links[n - 2].public_key, snap->links[n - 1].public_key,
-				    SNAPSHOT_LINK_KEY_BYTES) >= 0) {
-			st = store_fail(s, ST_EDB, "links are not ordered by public key");
-			goto out;
-		}
-	}
-	if (rc != SQLITE_DONE)
-		st = db_fail(s, rc, "SQLite");
-	else if (n != (size_t)count)
-		st = changed_fail(s, "links");
-out:
-	sqlite3_finalize(stmt);
+	int st = snapshot_rows_load(s, "links", "SELECT count(*)" SNAPSHOT_LINKS_WHERE,
+				    "SELECT l.public_key, l.psk, l.name, l.user" SNAPSHOT_LINKS_WHERE
+				    " ORDER BY l.public_key",
+				    sizeof(*snap->links), snapshot_link_row, &rows, &snap->nlinks);
+
+	snap->links = rows;
 	return st;
 }
 
