@@ -84,6 +84,19 @@ def utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
 
 
+def spawn_logged(owner, cmd, stdin):
+    """Start cmd for a Daemon or LinkClient `owner` (its log_path, workdir, env): the command line
+    then its stderr go to the log, stdout is a pipe for the readiness line; owner.proc and
+    owner._log_file are set, and owner is registered for the kill at exit."""
+    owner._log_file = open(owner.log_path, "ab")
+    owner._log_file.write(("$ %s\n" % " ".join(cmd)).encode())
+    owner._log_file.flush()
+    owner.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=owner._log_file,
+                                  cwd=owner.workdir, env=clean_env(owner.env))
+    with _DAEMONS_LOCK:
+        _DAEMONS.append(owner)
+
+
 def log(msg):
     """Progress/diagnostic line on stdout (kept in CTest's output), with a UTC timestamp."""
     sys.stdout.write("    # %s %s\n" % (utc_now()[11:], msg))
@@ -268,15 +281,7 @@ class Daemon:
         return cmd + self.args
 
     def start(self):
-        cmd = self.command()
-        self._log_file = open(self.log_path, "ab")
-        self._log_file.write(("$ %s\n" % " ".join(cmd)).encode())
-        self._log_file.flush()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._log_file, cwd=self.workdir,
-                                     env=clean_env(self.env))
-        with _DAEMONS_LOCK:
-            _DAEMONS.append(self)
+        spawn_logged(self, self.command(), subprocess.DEVNULL)
         line, rest = self._read_banner()
         self.extra_stdout = rest
         info = parse_banner(line)
@@ -681,6 +686,52 @@ def pattern_digest(total):
     for c in pattern_chunks(total):
         h.update(c)
     return h.digest()
+
+
+def upload_checked(s, sink, total, label):
+    """Send `total` pattern bytes on s (a tunnel to a SinkServer), half-close, and check what the
+    sink got: exactly one connection of `total` bytes whose SHA-256 (sent back by the sink) is ours,
+    then EOF. Logs the rate."""
+    h = hashlib.sha256()
+    t0 = time.monotonic()
+    for chunk in pattern_chunks(total):
+        s.sendall(chunk)
+        h.update(chunk)
+    s.shutdown(socket.SHUT_WR)
+    digest = recv_exact(s, 32, timeout=60, what="digest bytes")
+    took = time.monotonic() - t0
+    log("%d MB up %s in %.1f s (%.0f MB/s)" % (total // 10**6, label, took, total / 1e6 / took))
+    if list(sink.received.values()) != [total]:
+        raise AssertionError("the sink received %r, not one connection of %d bytes"
+                             % (list(sink.received.values()), total))
+    if digest != h.digest():
+        raise AssertionError("SHA-256 of what the sink received differs")
+    if recv_all(s, 10) != b"":
+        raise AssertionError("bytes after the sink's digest")
+
+
+def download_checked(s, total, label, limit=120.0):
+    """Read s to EOF (a tunnel from a SourceServer of `total` bytes) and check the count and the
+    SHA-256 of the pattern, within `limit` seconds. Logs the rate."""
+    h = hashlib.sha256()
+    n = 0
+    t0 = time.monotonic()
+    s.settimeout(60)
+    buf = bytearray(1 << 20)
+    while True:
+        k = s.recv_into(buf)
+        if not k:
+            break
+        h.update(memoryview(buf)[:k])
+        n += k
+        if time.monotonic() - t0 > limit:
+            raise AssertionError("download too slow: %d of %d bytes in %.0f s" % (n, total, limit))
+    took = time.monotonic() - t0
+    log("%d MB down %s in %.1f s (%.0f MB/s)" % (total // 10**6, label, took, total / 1e6 / took))
+    if n != total:
+        raise AssertionError("downloaded %d bytes, not %d" % (n, total))
+    if h.digest() != pattern_digest(total):
+        raise AssertionError("SHA-256 of the download differs from the source's")
 
 
 def _source_handler(conn, peer, server):
@@ -1470,15 +1521,7 @@ class LinkClient(Daemon):
         return cmd + self.args
 
     def start(self):
-        cmd = self.command()
-        self._log_file = open(self.log_path, "ab")
-        self._log_file.write(("$ %s\n" % " ".join(cmd)).encode())
-        self._log_file.flush()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log_file, cwd=self.workdir,
-                                     env=clean_env(self.env))
-        with _DAEMONS_LOCK:
-            _DAEMONS.append(self)
+        spawn_logged(self, self.command(), subprocess.PIPE)
         try:
             if self.via != "file":
                 self.proc.stdin.write(self.access_key.encode() + b"\n")
