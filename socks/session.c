@@ -1025,10 +1025,18 @@ static void session_advance(struct session *s)
 
 static bool session_write(int fd, struct buf *b, uint64_t *count);
 
-/* Seal one frame into tx, rekeying first when due. false (the session is closed) on failure. */
-static bool session_link_seal(struct session *s, const uint8_t *frame, size_t len)
+#define LINK_REKEY_RECORD (LINK_RECORD_OVERHEAD + LINK_FRAME_HDR)
+
+/*
+ * Make room in tx for one record carrying a frame of frame_len bytes, sealing the REKEY record
+ * first when one is due (it needs its own room: a full tx must not end in a record that does not
+ * fit). false when tx has no such room now (the client reads slower than the target sends: the
+ * caller tries again once tx drains) or the session failed (then it is closed).
+ */
+static bool session_link_tx_room(struct session *s, size_t frame_len)
 {
 	struct session_link *l = s->link;
+	bool rekey = link_rekey_due(&l->ls, clock_mono());
 	size_t room;
 	int n;
 
@@ -1036,8 +1044,10 @@ static bool session_link_seal(struct session *s, const uint8_t *frame, size_t le
 		session_close(s);
 		return false;
 	}
-	if (link_rekey_due(&l->ls, clock_mono())) {
-		room = buf_room(&l->tx); /* first: it may move the bytes buf_space points at */
+	room = buf_room(&l->tx);
+	if (room < frame_len + LINK_RECORD_OVERHEAD + (rekey ? LINK_REKEY_RECORD : 0))
+		return false;
+	if (rekey) {
 		n = link_record_seal_rekey(&l->ls, clock_mono(), buf_space(&l->tx), room);
 		if (n < 0) {
 			session_close(s);
@@ -1045,8 +1055,18 @@ static bool session_link_seal(struct session *s, const uint8_t *frame, size_t le
 		}
 		buf_produce(&l->tx, (size_t)n);
 	}
-	room = buf_room(&l->tx);
-	n = link_record_seal(&l->ls, frame, len, buf_space(&l->tx), room);
+	return true;
+}
+
+/* Seal the frame at tx's free space + LINK_RECORD_HDR (built there, in place) into a record,
+ * after session_link_tx_room said yes. false (the session is closed) on failure. */
+static bool session_link_seal_in_place(struct session *s, size_t frame_len)
+{
+	struct session_link *l = s->link;
+	size_t room = buf_room(&l->tx); /* first: buf_room may move what buf_space points at */
+	uint8_t *out = buf_space(&l->tx);
+	int n = link_record_seal(&l->ls, out + LINK_RECORD_HDR, frame_len, out, room);
+
 	if (n < 0) {
 		log_debug("link: cannot seal a record: %s", status_str(n));
 		session_close(s);
@@ -1054,6 +1074,16 @@ static bool session_link_seal(struct session *s, const uint8_t *frame, size_t le
 	}
 	buf_produce(&l->tx, (size_t)n);
 	return true;
+}
+
+/* A small control frame (reply, EOF): built in place. false when tx has no room now or the
+ * session failed (closed). */
+static bool session_link_seal_small(struct session *s, const uint8_t *frame, size_t len)
+{
+	if (!session_link_tx_room(s, len))
+		return false;
+	memcpy(buf_space(&s->link->tx) + LINK_RECORD_HDR, frame, len);
+	return session_link_seal_in_place(s, len);
 }
 
 /* CONNECT_REPLY with the SOCKS5 REP and BND (none: 0.0.0.0:0). */
@@ -1064,11 +1094,9 @@ static void session_link_reply(struct session *s, uint8_t rep, const struct addr
 
 	/* socks_write_reply: VER REP RSV | BND ATYP ADDR PORT; the frame takes the last part. */
 	n = link_frame_connect_reply(frame, sizeof(frame), rep, reply + 3, n - 3);
-	if (n == 0) {
+	/* The reply is the first record of this direction: tx is empty, so no room means failure. */
+	if (n == 0 || !session_link_seal_small(s, frame, n))
 		session_close(s);
-		return;
-	}
-	(void)session_link_seal(s, frame, n);
 }
 
 /* Forget the handshake's secrets and stop counting this connection as unauthenticated. */
@@ -1322,30 +1350,28 @@ static void session_link_flush(struct session *s)
 		return;
 reseal:
 	if (s->state == S_RELAY) {
-		/* The target's bytes, LINK_DATA_MAX per record, while tx has room for one. */
+		/* The target's bytes, LINK_DATA_MAX per record, framed straight into tx and sealed
+		 * there, while tx has room for the record. */
 		while (!buf_empty(&s->down) && s->state != S_CLOSED) {
-			uint8_t frame[LINK_FRAME_MAX];
 			size_t take = MIN(buf_len(&s->down), (size_t)LINK_DATA_MAX), n;
 
-			if (session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK) {
-				session_close(s);
-				return;
-			}
-			if (buf_room(&l->tx) < LINK_RECORD_MAX)
+			if (!session_link_tx_room(s, LINK_FRAME_HDR + take))
 				break;
-			n = link_frame_data(frame, sizeof(frame), buf_data(&s->down), take);
-			if (n == 0 || !session_link_seal(s, frame, n))
+			n = link_frame_data(buf_space(&l->tx) + LINK_RECORD_HDR,
+					    LINK_FRAME_HDR + take, buf_data(&s->down), take);
+			if (n == 0 || !session_link_seal_in_place(s, n))
 				return;
 			buf_consume(&s->down, take);
 			s->bytes_down += take;
 		}
-		if (s->t_eof && buf_empty(&s->down) && !l->sent_eof && s->state != S_CLOSED) {
+		if (s->state == S_CLOSED)
+			return;
+		if (s->t_eof && buf_empty(&s->down) && !l->sent_eof) {
 			uint8_t frame[LINK_FRAME_HDR];
 			size_t n = link_frame_eof(frame, sizeof(frame));
 
-			if (!session_link_seal(s, frame, n))
-				return;
-			l->sent_eof = true;
+			/* No room yet: sealed on a later flush, once tx has drained. */
+			l->sent_eof = session_link_seal_small(s, frame, n);
 		}
 	}
 	if (s->state == S_CLOSED)
@@ -1354,9 +1380,11 @@ reseal:
 		session_close(s);
 		return;
 	}
-	/* tx went out whole but `down` still holds what did not fit: seal it now, since neither the
-	 * client's writability (tx is empty) nor the target (down is full) would call us again. */
-	if (s->state == S_RELAY && buf_empty(&l->tx) && !buf_empty(&s->down))
+	/* tx went out whole but `down` (or the EOF) still waits for room: seal it now, since neither
+	 * the client's writability (tx is empty) nor the target (down is full, or ended) would call
+	 * us again. */
+	if (s->state == S_RELAY && buf_empty(&l->tx) &&
+	    (!buf_empty(&s->down) || (s->t_eof && !l->sent_eof)))
 		goto reseal;
 	if (s->state == S_LINGER) {
 		if (buf_empty(&l->tx) && !s->c_shut) {
