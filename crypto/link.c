@@ -179,9 +179,10 @@ void link_client_key_public(const struct link_client_key *k, uint8_t pub[static 
 
 enum { HS_NONE = 0, HS_SENT, HS_READ };
 
-/* A Noise HandshakeState for the link, either side. */
+/* A Noise HandshakeState for the link, either side. s_pub is the key's public half, derived once
+ * when the key was loaded: deriving it again would be one more X25519 per handshake, in 12. */
 static int link_noise_init(struct noise_handshake *hs, bool initiator, const uint8_t *s,
-			   const uint8_t *rs, const uint8_t *psk)
+			   const uint8_t *s_pub, const uint8_t *rs, const uint8_t *psk)
 {
 	struct noise_config cfg;
 
@@ -191,6 +192,7 @@ static int link_noise_init(struct noise_handshake *hs, bool initiator, const uin
 	cfg.prologue = (const uint8_t *)LINK_PROLOGUE;
 	cfg.prologue_len = strlen(LINK_PROLOGUE);
 	cfg.s = s;
+	cfg.s_pub = s_pub;
 	cfg.rs = rs;
 	cfg.psks = psk;
 	cfg.npsks = psk != NULL ? 1 : 0;
@@ -225,7 +227,7 @@ int link_client_first(struct link_client_hs *hs, const struct link_client_key *k
 	link_client_hs_wipe(hs);
 	if (unix_now < 0)
 		return ST_EINVAL;
-	st = link_noise_init(&hs->noise, true, k->priv, k->server_pub, k->psk);
+	st = link_noise_init(&hs->noise, true, k->priv, k->pub, k->server_pub, k->psk);
 	if (st != ST_OK)
 		goto fail;
 
@@ -326,7 +328,7 @@ int link_server_read_first(struct link_server_hs *hs, const struct link_server_k
 
 	/* Step 4: Noise ReadMessage of [0, 112): e, es, s, ss, then P1. */
 	memset(&f, 0, sizeof(f));
-	if (link_noise_init(&hs->noise, false, k->priv, NULL, NULL) != ST_OK)
+	if (link_noise_init(&hs->noise, false, k->priv, k->pub, NULL, NULL) != ST_OK)
 		goto fail;
 	if (noise_handshake_read(&hs->noise, p, LINK_MSG1_LEN, p1, sizeof(p1), &plen) != ST_OK ||
 	    plen != LINK_P1_LEN)

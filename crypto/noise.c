@@ -565,7 +565,9 @@ int noise_handshake_init(struct noise_handshake *hs, const struct noise_config *
 	st = ST_ECRYPTO;
 	if (cfg->s != NULL) {
 		memcpy(t.s, cfg->s, NOISE_DH_LEN);
-		if (noise_public_key(t.s_pub, t.s) != ST_OK)
+		if (cfg->s_pub != NULL)
+			memcpy(t.s_pub, cfg->s_pub, NOISE_DH_LEN);
+		else if (noise_public_key(t.s_pub, t.s) != ST_OK)
 			goto out;
 		t.has_s = true;
 	}

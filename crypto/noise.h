@@ -179,7 +179,9 @@ struct noise_config {
 	bool initiator;
 	const uint8_t *prologue; /* may be NULL when prologue_len is 0 */
 	size_t prologue_len;
-	const uint8_t *s;  /* local static private key (NOISE_DH_LEN), or NULL; public key derived */
+	const uint8_t *s;  /* local static private key (NOISE_DH_LEN), or NULL */
+	const uint8_t *s_pub; /* its public key when the caller keeps it, or NULL to derive it
+				 from s (one X25519); it must be s's, or no peer will agree */
 	const uint8_t *e;  /* local ephemeral private key, or NULL for a fresh random one when the
 			      pattern needs it. Fixed ephemerals are for test vectors only. */
 	const uint8_t *rs; /* remote static public key known in advance, or NULL */
