@@ -37,7 +37,7 @@ set -euo pipefail
 build=${1:?usage: tests/bench/run.sh BUILD_DIR}
 shroud=$build/shroud
 load=$build/socksload
-[ -x "$shroud" ] && [ -x "$load" ] || { echo "run.sh: no $shroud or $load: build first" >&2; exit 1; }
+if ! [ -x "$shroud" ] || ! [ -x "$load" ]; then echo "run.sh: no $shroud or $load: build first" >&2; exit 1; fi
 
 rounds=3
 if [ "${QUICK:-0}" = 1 ]; then
@@ -54,6 +54,7 @@ started=$(date +%s)
 descendants() {
 	local p c
 	for p in "$@"; do
+		# shellcheck disable=SC2013 # the file is one line of PIDs
 		for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
 			echo "$c"
 			descendants "$c"
@@ -89,6 +90,15 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
 else
 	on_proxy=() on_gen=() pinning="NOT pinned (fewer than 2 cores, or no taskset)"
 fi
+# Which side ran out during a rate run, and what one connection cost the proxy's core: the busy
+# clock ticks of cores 0 and 1 from /proc/stat (user, nice, system, irq, softirq; on loopback the
+# kernel's TCP work for a socket's peer is done on the sender's core, so it counts where it ran).
+# Anything else that runs on core 0 meanwhile counts as the proxy's: an upper bound on its cost.
+ticks() { # -> "core0_busy core1_busy core0_all core1_all"
+	awk '$1 == "cpu0" || $1 == "cpu1" { b = $2 + $3 + $4 + $7 + $8; busy = busy " " b; all = all " " b + $5 + $6 + $9 }
+		END { print busy all }' /proc/stat
+}
+hz=$(getconf CLK_TCK)
 # Held connections take descriptors: everything started from here gets the hard limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -118,6 +128,7 @@ admit() { # NAME ADDR AUTH PIDS...
 
 # shroud, the real configuration
 echo 'bench-password' | "$shroud" user add bench --db "$dir/shroud.db" --password-stdin >/dev/null
+# shellcheck disable=SC2046
 "$shroud" pool add $(for i in $(seq 2 51); do echo "127.0.0.$i"; done) ::1 --db "$dir/shroud.db" >/dev/null
 "${on_proxy[@]}" "$shroud" serve --db "$dir/shroud.db" --listen 127.0.0.1:0 --workers 1 --grace 1 \
 	>"$dir/shroud.txt" 2>"$dir/shroud.err" & pids+=($!)
@@ -174,12 +185,13 @@ fi
 link_start() { # -> link_server_pid, link_client_pid, link_addr
 	local lport
 	lport=$(free_port) || return 1
-	echo 'bench-password' | "$shroud" user add bench --db "$dir/link.db" --password-stdin >/dev/null &&
-		# shellcheck disable=SC2046
-		"$shroud" pool add $(for i in $(seq 2 51); do echo "127.0.0.$i"; done) ::1 \
-			--db "$dir/link.db" >/dev/null &&
-		(umask 077 && "$shroud" link add bench --user bench --server "127.0.0.1:$lport" \
-			--db "$dir/link.db" >"$dir/link.key" 2>"$dir/link-client.err") || return 1
+	echo 'bench-password' | "$shroud" user add bench --db "$dir/link.db" --password-stdin >/dev/null ||
+		return 1
+	# shellcheck disable=SC2046
+	"$shroud" pool add $(for i in $(seq 2 51); do echo "127.0.0.$i"; done) ::1 \
+		--db "$dir/link.db" >/dev/null || return 1
+	(umask 077 && "$shroud" link add bench --user bench --server "127.0.0.1:$lport" \
+		--db "$dir/link.db" >"$dir/link.key" 2>"$dir/link-client.err") || return 1
 	"${on_proxy[@]}" "$shroud" serve --db "$dir/link.db" --listen none \
 		--link-listen "127.0.0.1:$lport" --workers 1 --grace 1 \
 		>"$dir/link-server.txt" 2>"$dir/link-server.err" & pids+=($!)
@@ -228,18 +240,31 @@ run_bulk() { # SUBJECT
 }
 
 run_rate() { # SUBJECT KIND(v4|name|v6|c16) SECONDS
-	local out target=127.0.0.1:$echo_port extra=(--threads "$rate_threads")
+	local out t0 t1 busy0 busy1 us target=127.0.0.1:$echo_port extra=(--threads "$rate_threads")
 	[ "$2" = name ] && extra+=(--name localhost)
 	[ "$2" = v6 ] && target="[::1]:$echo_port"
 	# c16: ATYP 1 with 16 exchanges in flight on one epoll thread instead of blocking threads,
 	# so that the generator's core is not what runs out first (socksload.c, rate --concurrency).
 	[ "$2" = c16 ] && extra=(--concurrency 16)
+	t0=$(ticks)
 	# shellcheck disable=SC2046
 	out=$("${on_gen[@]}" "$load" rate $(via "$1") --target "$target" "${extra[@]}" \
 		--seconds "$3" 2>>"$dir/gen.err") || true
+	t1=$(ticks)
 	if [ -n "$out" ] && [ "$(field conns "$out")" != 0 ]; then
 		record "$1" "cps_$2" "$(field cps "$out")"
 		record "$1" "err_$2" "$(field errors "$out")"
+		if [ "${#on_proxy[@]}" -gt 0 ]; then
+			# each core's busy %, and the proxy core's microseconds per exchange
+			read -r busy0 busy1 us <<<"$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n="$(field conns "$out")" '
+				BEGIN { split(a, x, " "); split(b, y, " ")
+					printf "%.0f %.0f %.1f", 100 * (y[1] - x[1]) / (y[3] - x[3]),
+						100 * (y[2] - x[2]) / (y[4] - x[4]), (y[1] - x[1]) * 1e6 / hz / n }')"
+			record "$1" "b0_$2" "$busy0"
+			record "$1" "b1_$2" "$busy1"
+			[ "$1" != direct ] && record "$1" "us_$2" "$us"
+			out="$out core0=$busy0% core1=$busy1%"
+		fi
 		if [ "$2" = v4 ]; then
 			record "$1" p50 "$(field p50_ms "$out")"
 			record "$1" p99 "$(field p99_ms "$out")"
@@ -301,12 +326,16 @@ cell() { # SUBJECT METRIC: "median (min-max)", "fail" or "-"
 	echo "$(num "$(median "$1" "$2")") ($(num "${v[0]}")-$(num "${v[-1]}"))$errs"
 }
 
-metrics=(bulk cps_v4 p50 p99 cps_name cps_v6 cps_c16 p99_c16 hold alive)
+metrics=(bulk cps_v4 p50 p99 busy_v4 us_v4 cps_name cps_v6 cps_c16 p99_c16 busy_c16 us_c16 hold alive)
 declare -A label=(
 	[bulk]="bulk MB/s (both ways)"
 	[cps_v4]="rate conn/s, ATYP 1"
 	[p50]="  latency p50 ms"
 	[p99]="  latency p99 ms"
+	[busy_v4]="  busy % core 0/1"
+	[us_v4]="  proxy core µs/conn"
+	[busy_c16]="  busy % core 0/1"
+	[us_c16]="  proxy core µs/conn"
 	[cps_name]="rate conn/s, ATYP 3"
 	[cps_v6]="rate conn/s, ATYP 4"
 	[cps_c16]="rate conn/s, 16 in flight"
@@ -322,7 +351,11 @@ echo
 for m in "${metrics[@]}"; do
 	printf '%-26s' "${label[$m]}"
 	for s in "${subjects[@]}"; do
-		if [ "$m" = alive ]; then v=$(values "$s" alive | tr _ ' '); printf '%-22s' "${v:--}"
+		if [ "$m" = alive ]; then t=$(values "$s" alive | tr _ ' '); printf '%-22s' "${t:--}"
+		elif [ "${m%_*}" = busy ]; then # medians of each core's busy %
+			t="$(median "$s" "b0_${m#busy_}")/$(median "$s" "b1_${m#busy_}")"
+			[ "$t" = / ] && t=-
+			printf '%-22s' "$t"
 		else printf '%-22s' "$(cell "$s" "$m")"; fi
 	done
 	echo
@@ -336,11 +369,11 @@ ratios() { # SUBJECT OTHER...: the table of SUBJECT's medians divided by each OT
 	local a b m o s=$1
 	shift
 	echo
-	echo "$s / other (medians): above 1 is $s ahead on MB/s and conn/s, behind on ms and KiB"
+	echo "$s / other (medians): above 1 is $s ahead on MB/s and conn/s, behind on ms, µs and KiB"
 	printf '%-26s' ""
 	for o in "$@"; do printf '%-14s' "$o"; done
 	echo
-	for m in bulk cps_v4 p50 p99 cps_name cps_v6 cps_c16 p99_c16 hold; do
+	for m in bulk cps_v4 p50 p99 us_v4 cps_name cps_v6 cps_c16 p99_c16 us_c16 hold; do
 		printf '%-26s' "${label[$m]}"
 		a=$(median "$s" "$m")
 		for o in "$@"; do
