@@ -1483,6 +1483,28 @@ def link_add(db, name, user, server="127.0.0.1:1"):
     return lines[0]
 
 
+def link_only_daemon(case, user, password, deadline, links=("k1",), link_listen="127.0.0.1:0",
+                     family=socket.AF_INET, **daemon_kw):
+    """For a DaemonTestCase: a daemon with a link listener only (`--listen none --link-listen
+    LINK_LISTEN --link-handshake-timeout DEADLINE`), one user and the links named in `links`
+    (theirs) made before it starts; stopped at the case's cleanup. Returns (daemon, the link
+    listener's (host, port) of `family`, {link name: path of a mode 0600 access-key file pointed
+    at that port})."""
+    workdir = case.workdir()
+    d = Daemon(workdir=workdir, listen=("none",),
+               args=["--link-listen", link_listen, "--link-handshake-timeout", "%g" % deadline],
+               **daemon_kw)
+    add_user(d.db, user, password)
+    lines = {name: link_add(d.db, name, user) for name in links}
+    case.addCleanup(d.stop)
+    d.start()
+    addr = d.link_addr(family)
+    keys = {name: write_secret(os.path.join(workdir, name + ".key"),
+                               access_key_with(line, port=addr[1]))
+            for name, line in lines.items()}
+    return d, addr, keys
+
+
 class LinkClient(Daemon):
     """One `shroud link` process: the access key goes in on stdin (via="stdin": no flag;
     via="dash": --access-key-file -) or in a mode 0600 file (via="file"). Ready when the line

@@ -66,17 +66,8 @@ class LinkProbe(DaemonTestCase):
     def start_link_daemon(self, links=("k1",)):
         """A daemon with only a link listener; `links` made before it starts. Returns the daemon
         and {name: path of an access key file pointed at its link port}."""
-        d = harness.Daemon(workdir=self.workdir(), listen=("none",),
-                           args=["--link-listen", "127.0.0.1:0",
-                                 "--link-handshake-timeout", "%g" % DEADLINE])
-        harness.add_user(d.db, USER, PASSWORD)
-        lines = {name: harness.link_add(d.db, name, USER) for name in links}
-        self.addCleanup(d.stop)
-        d.start()
+        d, addr, keys = harness.link_only_daemon(self, USER, PASSWORD, DEADLINE, links=links)
         self.assertEqual(d.addrs, [], "--listen none must leave no plain listener")
-        addr = d.link_addr()
-        keys = {name: self.key_file(name, harness.access_key_with(line, port=addr[1]))
-                for name, line in lines.items()}
         return d, addr, keys
 
     def key_file(self, name, line):

@@ -38,16 +38,10 @@ def setUpModule():
 class LinkProbeIpv6(DaemonTestCase):
 
     def test_penalty_box_covers_the_slash_64(self):
-        d = harness.Daemon(workdir=self.workdir(), listen=("none",),
-                           args=["--link-listen", "[::1]:0",
-                                 "--link-handshake-timeout", "%g" % DEADLINE])
-        harness.add_user(d.db, USER, PASSWORD)
-        line = harness.link_add(d.db, "k1", USER)
-        self.addCleanup(d.stop)
-        d.start()
-        host, port = d.link_addr(socket.AF_INET6)[:2]
-        key = harness.write_secret(os.path.join(self.workdir(), "k1.key"),
-                                   harness.access_key_with(line, port=port))
+        _, (host, port), keys = harness.link_only_daemon(self, USER, PASSWORD, DEADLINE,
+                                                          link_listen="[::1]:0",
+                                                          family=socket.AF_INET6)
+        key = keys["k1"]
         server = ("[%s]" % host, port)
         self.assertTrue(linkprobe(key, server, "--bind", NEIGHBOUR).first.startswith("reply "),
                         "before any failure the /64 is served")
