@@ -88,6 +88,20 @@ enum lc_failure {
 
 struct link_client;
 
+/*
+ * What only the way to the relay needs: the request (from the application's login and CONNECT)
+ * and the handshake with the server. Allocated with the connection, wiped and freed as soon as the
+ * CONNECT is sealed or the link failed, so an open connection keeps none of it (the handshake's
+ * secrets, what was asked for and how).
+ */
+struct lc_setup {
+	uint8_t target[LINK_TARGET_MAX]; /* ATYP ADDR PORT, as the application sent it */
+	size_t target_len;
+	char params[LINK_PARAMS_MAX + 1]; /* the username's part after its first '-' */
+	size_t params_len;
+	struct link_client_hs hs;
+};
+
 struct lc_conn {
 	struct link_client *c;
 	struct lc_conn *prev, *next;
@@ -106,11 +120,7 @@ struct lc_conn {
 	ev_timer timer;
 	double relay_start, last_active;
 	struct buf ain, aout, sin, sout;
-	uint8_t target[LINK_TARGET_MAX]; /* ATYP ADDR PORT, as the application sent it */
-	size_t target_len;
-	char params[LINK_PARAMS_MAX + 1]; /* the username's part after its first '-' */
-	size_t params_len;
-	struct link_client_hs hs;
+	struct lc_setup *setup; /* until the CONNECT is sealed or the link failed; then NULL */
 	struct link_session ls;
 };
 
@@ -169,6 +179,17 @@ static bool lc_buf_has_room(const struct buf *b)
 	return b->base == NULL || buf_len(b) < b->cap;
 }
 
+/* The request and the handshake are over, either way: wipe what they left and free it. */
+static void lc_setup_free(struct lc_conn *k)
+{
+	if (k->setup == NULL)
+		return;
+	link_client_hs_wipe(&k->setup->hs);
+	explicit_bzero(k->setup, sizeof(*k->setup)); /* the target and the parameters */
+	free(k->setup);
+	k->setup = NULL;
+}
+
 /* Mark closed; lc_settle frees it when the current callback unwinds. */
 static void lc_close(struct lc_conn *k)
 {
@@ -215,6 +236,7 @@ static void lc_app_send(struct lc_conn *k, const uint8_t *p, size_t len)
 static void lc_app_fail(struct lc_conn *k, const uint8_t *p, size_t len)
 {
 	lc_server_close(k);
+	lc_setup_free(k);
 	lc_app_send(k, p, len);
 	if (k->state == LC_CLOSED)
 		return;
@@ -259,12 +281,12 @@ static void lc_abort(struct lc_conn *k)
 }
 
 /* "name:port" or "1.2.3.4:80" of the target, for debug logs only. */
-static void lc_target_text(const struct lc_conn *k, char *out, size_t size)
+static void lc_target_text(const struct lc_setup *u, char *out, size_t size)
 {
 	struct socks_target t;
 	struct addr a;
 
-	if (socks_parse_target(k->target, k->target_len, &t) <= 0) {
+	if (socks_parse_target(u->target, u->target_len, &t) <= 0) {
 		snprintf(out, size, "?");
 		return;
 	}
@@ -314,7 +336,7 @@ static void lc_link_failed(struct lc_conn *k, enum lc_failure why, int err)
 {
 	struct link_client *c = k->c;
 
-	link_client_hs_wipe(&k->hs);
+	lc_setup_free(k);
 	lc_server_close(k);
 	if (k->probe) {
 		lc_probe_finish(c, lc_failure_status(why), err);
@@ -460,7 +482,8 @@ static void lc_dialed(struct lc_conn *k, int err)
 		return;
 	}
 	if (lc_buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK ||
-	    link_client_first(&k->hs, c->key, clock_unix(), buf_space(&k->sout), &len) != ST_OK) {
+	    link_client_first(&k->setup->hs, c->key, clock_unix(), buf_space(&k->sout), &len) !=
+		    ST_OK) {
 		lc_link_failed(k, LCF_INTERNAL, 0);
 		return;
 	}
@@ -505,21 +528,24 @@ static void lc_request(struct lc_conn *k, const struct socks_request *req)
 		return;
 	}
 	/* ATYP ADDR PORT exactly as sent: a name stays a name, the server resolves it. */
-	k->target_len = socks_write_target(k->target, sizeof(k->target), &req->dst);
-	if (k->target_len == 0) {
+	k->setup->target_len =
+		socks_write_target(k->setup->target, sizeof(k->setup->target), &req->dst);
+	if (k->setup->target_len == 0) {
 		lc_reply_fail(k, SOCKS_REP_GENERAL_FAILURE);
 		return;
 	}
 	if (log_threshold >= LOG_DEBUG) {
-		lc_target_text(k, text, sizeof(text));
+		lc_target_text(k->setup, text, sizeof(text));
 		log_debug("CONNECT %s through the link", text);
 	}
 	lc_dial_next(k);
 }
 
-/* The reply arrived whole: CONNECT, in one record (its frame always 544 bytes). */
+/* The reply arrived whole: CONNECT, in one record (its frame always 544 bytes). The request is
+ * then on its way and the setup is freed. */
 static void lc_send_connect(struct lc_conn *k)
 {
+	const struct lc_setup *u = k->setup;
 	size_t flen;
 
 	k->has_session = true;
@@ -528,12 +554,13 @@ static void lc_send_connect(struct lc_conn *k)
 		lc_link_failed(k, LCF_INTERNAL, 0);
 		return;
 	}
-	flen = link_frame_connect(buf_space(&k->sout) + LINK_RECORD_HDR, k->target, k->target_len,
-				  (const uint8_t *)k->params, k->params_len);
+	flen = link_frame_connect(buf_space(&k->sout) + LINK_RECORD_HDR, u->target, u->target_len,
+				  (const uint8_t *)u->params, u->params_len);
 	if (flen == 0 || !lc_seal_in_place(k, flen)) {
 		lc_link_failed(k, LCF_INTERNAL, 0);
 		return;
 	}
+	lc_setup_free(k);
 	k->state = LC_CONNECTING;
 	lc_timer_set(k, LC_CONNECT_REPLY_TIMEOUT);
 }
@@ -541,7 +568,7 @@ static void lc_send_connect(struct lc_conn *k)
 /* HANDSHAKE: is the reply in sin yet? */
 static void lc_read_reply(struct lc_conn *k)
 {
-	int n = link_client_read_reply(&k->hs, buf_data(&k->sin), buf_len(&k->sin),
+	int n = link_client_read_reply(&k->setup->hs, buf_data(&k->sin), buf_len(&k->sin),
 				       clock_mono(), &k->ls);
 
 	if (n == ST_NEED_MORE) {
@@ -558,6 +585,7 @@ static void lc_read_reply(struct lc_conn *k)
 		/* Keys and clock are right. Close without a CONNECT: the server sees a session that
 		 * never asks for anything and lets it go. */
 		link_session_wipe(&k->ls);
+		lc_setup_free(k);
 		lc_server_close(k);
 		lc_probe_finish(k->c, ST_OK, 0);
 		lc_close(k);
@@ -693,16 +721,16 @@ static bool lc_auth(struct lc_conn *k, const struct socks_auth *a)
 		return false; /* a NUL inside the name */
 	dash = strchr(a->user, '-');
 	if (dash == NULL) {
-		k->params_len = 0;
-		k->params[0] = '\0';
+		k->setup->params_len = 0;
+		k->setup->params[0] = '\0';
 		return true;
 	}
 	if (egress_params_parse_tail(dash + 1, &params, &why) != ST_OK) {
 		log_debug("username parameters refused: %s", why);
 		return false;
 	}
-	k->params_len = strlen(dash + 1);
-	memcpy(k->params, dash + 1, k->params_len + 1);
+	k->setup->params_len = strlen(dash + 1);
+	memcpy(k->setup->params, dash + 1, k->setup->params_len + 1);
 	return true;
 }
 
@@ -1084,10 +1112,8 @@ static void lc_free(struct lc_conn *k)
 	buf_free(&k->aout);
 	buf_free(&k->sin);
 	buf_free(&k->sout);
-	link_client_hs_wipe(&k->hs);
+	lc_setup_free(k);
 	link_session_wipe(&k->ls);
-	explicit_bzero(k->params, sizeof(k->params));
-	explicit_bzero(k->target, sizeof(k->target));
 	if (k->prev != NULL)
 		k->prev->next = k->next;
 	else
@@ -1152,6 +1178,11 @@ static struct lc_conn *lc_new(struct link_client *c, int afd)
 
 	if (k == NULL)
 		return NULL;
+	k->setup = calloc(1, sizeof(*k->setup));
+	if (k->setup == NULL) {
+		free(k);
+		return NULL;
+	}
 	k->c = c;
 	k->afd = afd;
 	k->sfd = -1;

@@ -71,6 +71,17 @@ enum session_state {
 };
 
 /*
+ * The server's half of a handshake, from message 1 to the reply (LINK.md, server steps 4-6). It
+ * holds secrets and an open connection needs none of it: allocated when the first flight's fixed
+ * part is in, wiped and freed as soon as the handshake ends, either way.
+ */
+struct session_link_hs {
+	struct link_server_hs hs;
+	uint8_t psk[LINK_PSK_LEN]; /* from the allowlist */
+	uint16_t pad_left;	   /* first-flight padding still to drop */
+};
+
+/*
  * The encrypted link's endpoint (LINK.md), server side: the client's socket carries the first
  * flight, then records. Records are opened from `rx` straight into `up` (DATA) and the target's
  * bytes are sealed from `down` into `tx`: past the handshake, selection, connect and relay are the
@@ -78,12 +89,11 @@ enum session_state {
  */
 struct session_link {
 	struct link_session ls;
-	struct link_server_hs hs;
 	struct buf rx, tx;
-	uint8_t psk[LINK_PSK_LEN];	  /* from the allowlist, until the reply is made */
+	/* The handshake in progress. In S_LINK_FIRST, set once message 1 was accepted (its padding
+	 * is being dropped); NULL before that and from the handshake's end on, either way. */
+	struct session_link_hs *hs;
 	uint8_t client_pub[LINK_KEY_LEN]; /* for revocation */
-	uint16_t pad_left;		  /* first-flight padding still to drop */
-	bool read_first;		  /* message 1 accepted; dropping its padding */
 	bool authed;			  /* reply sent: client_pub is valid */
 	bool unauth_counted;		  /* penalty_admit counted this connection */
 	bool got_end;			  /* the client sent EOF or RESET */
@@ -1099,13 +1109,18 @@ static void session_link_reply(struct session *s, uint8_t rep, const struct addr
 		session_close(s);
 }
 
-/* Forget the handshake's secrets and stop counting this connection as unauthenticated. */
+/* Forget the handshake's secrets and stop counting this connection as unauthenticated. Every
+ * end of a handshake comes here (the reply, SILENT, the close); so does every later close. */
 static void session_link_handshake_end(struct session *s)
 {
 	struct session_link *l = s->link;
 
-	link_server_hs_wipe(&l->hs);
-	explicit_bzero(l->psk, sizeof(l->psk));
+	if (l->hs != NULL) {
+		link_server_hs_wipe(&l->hs->hs);
+		explicit_bzero(l->hs, sizeof(*l->hs)); /* the PSK */
+		free(l->hs);
+		l->hs = NULL;
+	}
 	if (l->unauth_counted) {
 		penalty_unauth_done(s->w->srv->penalty, &s->client);
 		l->unauth_counted = false;
@@ -1138,16 +1153,21 @@ static void session_link_first(struct session *s)
 	struct session_link *l = s->link;
 	struct server *srv = s->w->srv;
 
-	if (!l->read_first) {
+	if (l->hs == NULL) {
 		const struct snapshot_link *k;
 		struct link_first first;
 		int rc;
 
 		if (buf_len(&l->rx) < LINK_FIRST_FIXED)
 			return;
+		l->hs = calloc(1, sizeof(*l->hs));
+		if (l->hs == NULL) {
+			session_close(s);
+			return;
+		}
 		/* Step 3, mac1 (one keyed hash), then step 4, Noise message 1. */
-		rc = link_server_read_first(&l->hs, srv->link_key, buf_data(&l->rx), buf_len(&l->rx),
-					    &first);
+		rc = link_server_read_first(&l->hs->hs, srv->link_key, buf_data(&l->rx),
+					    buf_len(&l->rx), &first);
 		if (rc != LINK_FIRST_FIXED) {
 			session_link_silent(s, true);
 			return;
@@ -1168,25 +1188,24 @@ static void session_link_first(struct session *s)
 			session_link_silent(s, true);
 			return;
 		}
-		memcpy(l->psk, k->psk, sizeof(l->psk));
+		memcpy(l->hs->psk, k->psk, sizeof(l->hs->psk));
 		memcpy(l->client_pub, first.client_pub, sizeof(l->client_pub));
 		snprintf(s->user, sizeof(s->user), "%s", k->user);
-		l->pad_left = first.pad_len;
-		l->read_first = true;
+		l->hs->pad_left = first.pad_len;
 	}
 	/* Step 6: drop the padding, then reply in one write. */
-	if (l->pad_left > 0) {
-		size_t n = MIN(buf_len(&l->rx), (size_t)l->pad_left);
+	if (l->hs->pad_left > 0) {
+		size_t n = MIN(buf_len(&l->rx), (size_t)l->hs->pad_left);
 
 		buf_consume(&l->rx, n);
-		l->pad_left = (uint16_t)(l->pad_left - n);
-		if (l->pad_left > 0)
+		l->hs->pad_left = (uint16_t)(l->hs->pad_left - n);
+		if (l->hs->pad_left > 0)
 			return;
 	}
 	{
 		uint8_t reply[LINK_REPLY_MAX];
 		size_t n;
-		int rc = link_server_reply(&l->hs, l->psk, clock_mono(), reply, &n, &l->ls);
+		int rc = link_server_reply(&l->hs->hs, l->hs->psk, clock_mono(), reply, &n, &l->ls);
 
 		session_link_handshake_end(s);
 		if (rc != ST_OK || session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK ||
