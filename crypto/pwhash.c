@@ -22,6 +22,11 @@ int pwhash_init(void)
 	return sodium_init() < 0 ? ST_ECRYPTO : ST_OK;
 }
 
+bool pwhash_password_equal(const char *a, const char *b, size_t len)
+{
+	return sodium_memcmp(a, b, len) == 0;
+}
+
 bool pwhash_str_valid(const char *s)
 {
 	return s != NULL && strnlen(s, PWHASH_STR_MAX) < PWHASH_STR_MAX &&

@@ -30,6 +30,9 @@ NODISCARD int pwhash_hash(const char *pass, size_t len, char out[static PWHASH_S
 /* ST_OK when pass matches hash, ST_EAUTH when not (or when hash is malformed). Blocks. */
 NODISCARD int pwhash_verify(const char *hash, const char *pass, size_t len);
 
+/* True when the len bytes at a and b are equal, in time that depends on len only. */
+bool pwhash_password_equal(const char *a, const char *b, size_t len);
+
 /* True when s looks like a hash string pwhash_verify accepts ("$argon2id$..."). */
 bool pwhash_str_valid(const char *s);
 

@@ -29,6 +29,14 @@ struct auth_job *auth_job_new(struct auth_sink *sink)
 	return job;
 }
 
+bool auth_job_matches(const struct auth_job *job, const char *user, const char *hash,
+		      const char *pass, size_t plen, bool decoy)
+{
+	return job->nowners < AUTH_JOB_OWNERS && job->decoy == decoy && job->plen == plen &&
+	       strcmp(job->user, user) == 0 && strcmp(job->hash, hash) == 0 &&
+	       pwhash_password_equal(job->pass, pass, plen);
+}
+
 void auth_job_free(struct auth_job *job)
 {
 	if (job == NULL)

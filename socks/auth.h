@@ -7,8 +7,11 @@
  * finished jobs and resumes their sessions on its own thread.
  *
  * Ownership: a submitted job belongs to the pool until it reaches the sink, then to the worker, which
- * frees it with auth_job_free (this wipes the password). A session that closes while its job is out
- * sets job->owner to NULL; the worker drops such jobs when they come back.
+ * frees it with auth_job_free (this wipes the password). The sessions waiting for a job are its
+ * owners: a login that brings the same credentials as a job still out joins it (auth_job_matches)
+ * instead of hashing them again, so a client that opens a hundred connections at once with a
+ * password not yet cached costs one Argon2id, not a hundred in a row. A session that closes while
+ * its job is out clears its slot; the worker drops jobs nobody waits for when they come back.
  */
 #ifndef SHROUD_SOCKS_AUTH_H
 #define SHROUD_SOCKS_AUTH_H
@@ -24,6 +27,9 @@
 
 struct auth_sink;
 
+/* Sessions one verification may answer at most; a login past that starts another. */
+#define AUTH_JOB_OWNERS 64
+
 struct auth_job {
 	/* in */
 	char user[SOCKS_USER_MAX + 1]; /* for the worker's cache once verified */
@@ -32,7 +38,11 @@ struct auth_job {
 	size_t plen;
 	bool decoy; /* verified against a dummy hash for an unknown user: fails whatever the result */
 	struct auth_sink *sink;
-	void *owner; /* the waiting session, or NULL once it went away; touched by the worker only */
+	/* Touched by the worker only: the waiting sessions (a slot is NULL once its session went
+	 * away) and the worker's list of its jobs still out. */
+	void *owners[AUTH_JOB_OWNERS];
+	unsigned nowners;
+	struct auth_job *out_next;
 	/* out */
 	int result; /* ST_OK or ST_EAUTH */
 	struct auth_job *next;
@@ -50,6 +60,14 @@ struct auth_pool;
 
 /* Allocate a job for sink (zeroed). NULL when out of memory. */
 struct auth_job *auth_job_new(struct auth_sink *sink);
+
+/*
+ * True when job verifies exactly these credentials (user name, hash, password, decoy or not) and
+ * has room for one more owner. The password is compared in constant time. Worker thread only,
+ * while the job is out (the pool only reads what is compared).
+ */
+bool auth_job_matches(const struct auth_job *job, const char *user, const char *hash,
+		      const char *pass, size_t plen, bool decoy);
 
 /* Wipe the password and free. NULL is a no-op. */
 void auth_job_free(struct auth_job *job);

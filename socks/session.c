@@ -817,25 +817,39 @@ static void session_auth_fail(struct session *s)
 	session_fail(s, reply, sizeof(reply));
 }
 
-/* Verify off the loop. A decoy job (unknown or disabled user) costs the same and always fails. */
+/* Verify off the loop. A decoy job (unknown or disabled user) costs the same and always fails. A
+ * login whose credentials are already being verified waits for that answer instead. */
 static void session_auth_submit(struct session *s, const char *hash, bool decoy,
 				const struct socks_auth *a)
 {
-	struct auth_job *job = auth_job_new(&s->w->sink);
+	struct worker *w = s->w;
+	const char *user = s->route->params.name;
+	struct auth_job *job;
 	uint8_t reply[2];
 
+	for (job = w->auth_out; job != NULL; job = job->out_next) {
+		if (auth_job_matches(job, user, hash, a->pass, a->plen, decoy)) {
+			log_debug("login joins a password verification in progress");
+			job->owners[job->nowners++] = s;
+			s->job = job;
+			s->state = S_AUTH_WAIT;
+			return;
+		}
+	}
+	job = auth_job_new(&w->sink);
 	if (job == NULL) {
 		session_auth_fail(s);
 		return;
 	}
 	/* The user name without its parameters: a new session id must not cost a new hash. */
-	snprintf(job->user, sizeof(job->user), "%s", s->route->params.name);
+	snprintf(job->user, sizeof(job->user), "%s", user);
 	memcpy(job->hash, hash, sizeof(job->hash));
 	memcpy(job->pass, a->pass, (size_t)a->plen + 1);
 	job->plen = a->plen;
 	job->decoy = decoy;
-	job->owner = s;
-	if (auth_pool_submit(s->w->srv->auth, job) != ST_OK) {
+	job->owners[0] = s;
+	job->nowners = 1;
+	if (auth_pool_submit(w->srv->auth, job) != ST_OK) {
 		/* Every verifier busy and the queue full: an overload, not a wrong password. */
 		log_warn("password verification queue full");
 		auth_job_free(job);
@@ -843,6 +857,9 @@ static void session_auth_submit(struct session *s, const char *hash, bool decoy,
 		session_fail(s, reply, sizeof(reply));
 		return;
 	}
+	log_debug("password verification started");
+	job->out_next = w->auth_out;
+	w->auth_out = job;
 	s->job = job;
 	s->state = S_AUTH_WAIT;
 }
@@ -895,23 +912,29 @@ static void session_auth(struct session *s, const struct socks_auth *a)
 
 void session_auth_done(struct worker *w, struct auth_job *job)
 {
-	struct session *s = job->owner;
+	struct auth_job **p = &w->auth_out;
 
-	if (s == NULL) {
-		auth_job_free(job); /* the session closed while we were hashing */
-		return;
-	}
-	s->job = NULL;
-	if (job->result == ST_OK) {
-		/* Remember the success under a keyed hash: the next connection skips Argon2id. */
+	while (*p != job)
+		p = &(*p)->out_next;
+	*p = job->out_next;
+	/* Remember a success under a keyed hash, even if every session that asked went away: the
+	 * next connection skips Argon2id. */
+	if (job->result == ST_OK)
 		pwhash_cache_put(w->cache, job->user, job->pass, job->plen, job->hash, ev_now(w->loop));
-		session_auth_ok(s);
-	} else {
-		session_auth_fail(s);
+	for (unsigned i = 0; i < job->nowners; i++) {
+		struct session *s = job->owners[i];
+
+		if (s == NULL)
+			continue; /* closed while we were hashing */
+		s->job = NULL;
+		if (job->result == ST_OK)
+			session_auth_ok(s);
+		else
+			session_auth_fail(s);
+		session_advance(s);
+		session_settle(s);
 	}
 	auth_job_free(job);
-	session_advance(s);
-	session_settle(s);
 }
 
 /* ---- the handshake ---------------------------------------------------------------------------- */
@@ -1807,8 +1830,12 @@ static void session_free(struct session *s)
 	ev_timer_stop(w->loop, &s->timer);
 	if (s->query != NULL)
 		resolve_cancel(s->query);
-	if (s->job != NULL)
-		s->job->owner = NULL; /* orphaned: freed when it comes back */
+	if (s->job != NULL) {
+		/* Give up our place: the job is freed when it comes back. */
+		for (unsigned i = 0; i < s->job->nowners; i++)
+			if (s->job->owners[i] == s)
+				s->job->owners[i] = NULL;
+	}
 	udp_assoc_free(s->udp);
 	if (s->connect_started)
 		usage_add(&w->usage, s->user, s->egress, s->bytes_up,

@@ -59,6 +59,7 @@ struct worker {
 	struct pwhash_cache *cache;
 	struct resolver *resolver;
 	struct auth_sink sink;
+	struct auth_job *auth_out; /* this worker's verifications still out (owned by the pool) */
 
 	struct session *sessions; /* every open session, for the forced close at shutdown */
 	unsigned nsessions;

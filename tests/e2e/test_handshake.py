@@ -6,6 +6,12 @@ ONE send) gets its three answers in order and its payload reaches the target; th
 (--handshake-timeout 2) closes a client that sends nothing, one that stops after half a greeting, one
 that stops after the method choice, and a slow-drip client whose bytes never complete the handshake —
 each within 2..6 s — while a normal client is served meanwhile.
+
+Concurrent logins: 24 connections that bring the same credentials at once (the password not yet
+cached) share one Argon2id verification (the debug log says which started one and which joined),
+all succeed, and so does a second round answered from the cache with no verification at all;
+wrong passwords sent in the same burst never ride on the right one's verification: each fails;
+connections that close while they wait leave the rest answered.
 """
 import os
 import socket
@@ -27,6 +33,55 @@ EARLIEST, LATEST = DEADLINE - 0.1, 6.0
 
 def port_bytes(port):
     return port.to_bytes(2, "big")
+
+
+class ConcurrentLogins(DaemonTestCase):
+
+    STARTED = "password verification started"
+    JOINED = "login joins a password verification in progress"
+
+    def greeted(self, addr, source):
+        s = self.closing(tcp_connect(addr, source=source))
+        s.sendall(harness.greeting(0x02))
+        self.assertEqual(read_method(s), 0x02)
+        return s
+
+    def test_same_credentials_share_one_verification(self):
+        d = self.start_daemon(users=[(USER, PASSWORD)], log_level="debug")
+        # Wrong passwords from their own addresses: failures are throttled per client address.
+        right = [self.greeted(d.addr(), "127.0.0.1") for _ in range(24)]
+        wrong = [self.greeted(d.addr(), "127.0.0.%d" % (100 + i)) for i in range(8)]
+        mark = d.log_size()
+        # One burst, the wrong ones in between, much faster than one Argon2id verification.
+        for i, s in enumerate(right):
+            s.sendall(harness.userpass(USER, PASSWORD))
+            if i % 3 == 0:
+                wrong[i // 3].sendall(harness.userpass(USER, PASSWORD + "x"))
+        for s in right[-4:]:
+            s.close()  # gone while waiting: the others must still be answered
+        for s in right[:-4]:
+            self.assertEqual(read_auth_status(s), 0x00, "the right password must be accepted")
+        for s in wrong:
+            self.assertNotEqual(read_auth_status(s), 0x00,
+                                "a wrong password must fail, whatever else is being verified")
+        log = d.log_text(mark)
+        started, joined = log.count(self.STARTED), log.count(self.JOINED)
+        # One verification per distinct password when the burst beats the first hash (it does by
+        # two orders of magnitude); on a slow machine a login after the first answer would hit
+        # the cache (no line) and a few more might start, but never one per login.
+        self.assertGreaterEqual(started, 2, log)
+        self.assertLessEqual(started, 4, "concurrent logins were not coalesced:\n" + log)
+        self.assertGreaterEqual(joined, 1, log)
+        # The verified password is cached: a second round hashes nothing.
+        mark = d.log_size()
+        again = [self.greeted(d.addr(), "127.0.0.1") for _ in range(8)]
+        for s in again:
+            s.sendall(harness.userpass(USER, PASSWORD))
+        for s in again:
+            self.assertEqual(read_auth_status(s), 0x00)
+        log = d.log_text(mark)
+        self.assertEqual(log.count(self.STARTED) + log.count(self.JOINED), 0, log)
+        check_serves(d.addr(), self.echo_server(), USER, PASSWORD)
 
 
 class Handshake(DaemonTestCase):
