@@ -1942,6 +1942,24 @@ def main():
 NETNS_MARK = "SHROUD_E2E_IN_NETNS"
 
 
+def namespace_lo(local_prefixes=(), addrs=()):
+    """Inside the namespace reexec_in_namespace made: bring lo up, route each IPv6 prefix in
+    `local_prefixes` to it as local (every address in them bindable) and add each address in
+    `addrs`; asserts ::1 is there. Any command that fails fails the module."""
+    cmds = [["ip", "link", "set", "lo", "up"]]
+    cmds += [["ip", "-6", "route", "add", "local", p, "dev", "lo"] for p in local_prefixes]
+    cmds += [["ip", "-6", "addr", "add", a + "/128", "dev", "lo", "nodad"] for a in addrs]
+    for cmd in cmds:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        if p.returncode != 0:
+            raise AssertionError("%s failed inside the namespace: %s" % (" ".join(cmd), p.stdout.decode()))
+    shown = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], stdout=subprocess.PIPE,
+                           timeout=30).stdout.decode()
+    if "::1/128" not in shown:
+        raise AssertionError("no ::1 on lo inside the namespace: %r" % shown)
+    log("namespace ready: lo up%s" % "".join(", " + x for x in list(local_prefixes) + list(addrs)))
+
+
 def reexec_in_namespace(test_file):
     """For a test file that needs its own network namespace (IPv6 prefixes routed to lo, extra
     addresses): outside, run test_file again under `unshare -n` (or `unshare -r -n`) and exit with

@@ -14,7 +14,6 @@ IPv4 target gets REP 0x04 and is never reached; the reply's BND is always the ad
 """
 import ipaddress
 import os
-import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -28,15 +27,7 @@ USER, PW = "alice", "alice-secret-pw"
 
 
 def setUpModule():
-    for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "-6", "route", "add", "local", PREFIX, "dev", "lo"]):
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-        if p.returncode != 0:
-            raise AssertionError("%s failed inside the namespace: %s" % (" ".join(cmd), p.stdout.decode()))
-    addrs = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], stdout=subprocess.PIPE,
-                           timeout=30).stdout.decode()
-    if "::1/128" not in addrs:
-        raise AssertionError("no ::1 on lo inside the namespace: %r" % addrs)
-    harness.log("namespace ready: lo up, %s local" % PREFIX)
+    harness.namespace_lo(local_prefixes=[PREFIX])
 
 
 class PrefixRotation(DaemonTestCase):

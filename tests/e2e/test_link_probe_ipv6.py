@@ -9,7 +9,6 @@ another /64, is served. Without namespaces the file is skipped.
 """
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -25,14 +24,7 @@ FAILER, NEIGHBOUR, OTHER = "2001:db8:79:1::a", "2001:db8:79:1::b", "2001:db8:79:
 
 
 def setUpModule():
-    cmds = [["ip", "link", "set", "lo", "up"]]
-    cmds += [["ip", "-6", "addr", "add", a + "/128", "dev", "lo", "nodad"]
-             for a in (FAILER, NEIGHBOUR, OTHER)]
-    for cmd in cmds:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-        if p.returncode != 0:
-            raise AssertionError("%s failed inside the namespace: %s" % (" ".join(cmd), p.stdout.decode()))
-    harness.log("namespace ready: lo up with %s, %s, %s" % (FAILER, NEIGHBOUR, OTHER))
+    harness.namespace_lo(addrs=[FAILER, NEIGHBOUR, OTHER])
 
 
 class LinkProbeIpv6(DaemonTestCase):

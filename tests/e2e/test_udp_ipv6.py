@@ -13,7 +13,6 @@ IPv4 egress) while the association goes on.
 """
 import ipaddress
 import os
-import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -27,11 +26,7 @@ USER, PW = "alice", "alice-secret-pw"
 
 
 def setUpModule():
-    for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "-6", "route", "add", "local", PREFIX, "dev", "lo"]):
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-        if p.returncode != 0:
-            raise AssertionError("%s failed inside the namespace: %s" % (" ".join(cmd), p.stdout.decode()))
-    harness.log("namespace ready: lo up, %s local" % PREFIX)
+    harness.namespace_lo(local_prefixes=[PREFIX])
 
 
 class PrefixUdp(DaemonTestCase):
