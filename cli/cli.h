@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/compiler.h"
 
@@ -61,5 +62,8 @@ struct store *cli_store_open(const char *path, bool create, bool require_private
  * message printed. Passwords are 1..255 bytes (RFC 1929) without NUL or newline.
  */
 int cli_read_password(bool from_stdin, char *buf, size_t size);
+
+/* A Unix time as "2024-03-01T12:00:00Z" (UTC), or "@SECONDS" when it has no calendar form. */
+void cli_time_text(int64_t t, char *out, size_t size);
 
 #endif

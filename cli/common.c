@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/status.h"
@@ -149,4 +150,13 @@ int cli_read_password(bool from_stdin, char *buf, size_t size)
 		return CLI_FAIL;
 	}
 	return CLI_OK;
+}
+
+void cli_time_text(int64_t t, char *out, size_t size)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, size, "@%lld", (long long)t);
 }

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/status.h"
@@ -311,16 +310,6 @@ out:
 
 /* ---- list ------------------------------------------------------------------------------------ */
 
-/* "2024-03-01T12:00:00Z" */
-static void link_time_text(int64_t t, char *out, size_t size)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (gmtime_r(&tt, &tm) == NULL || strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, size, "@%lld", (long long)t);
-}
-
 struct link_listing {
 	bool json;
 	size_t n;
@@ -339,7 +328,7 @@ static void link_list_print(const struct store_link_info *info, void *ctx)
 		       l->n > 0 ? ",\n  " : "\n  ", info->name, info->user, key,
 		       info->enabled ? "true" : "false", (long long)info->created);
 	} else {
-		link_time_text(info->created, when, sizeof(when));
+		cli_time_text(info->created, when, sizeof(when));
 		printf("%-24s %-24s %-9s %s %s\n", info->name, info->user,
 		       info->enabled ? "enabled" : "disabled", when, key);
 	}

@@ -553,16 +553,6 @@ out:
 	return rc;
 }
 
-/* "2024-03-01T12:00:00Z" */
-static void pool_time_text(int64_t t, char *out, size_t size)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (gmtime_r(&tt, &tm) == NULL || strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, size, "@%lld", (long long)t);
-}
-
 static void pool_state_text(const struct snapshot_pool_entry *e, int64_t now, char *out,
 			    size_t size)
 {
@@ -571,7 +561,7 @@ static void pool_state_text(const struct snapshot_pool_entry *e, int64_t now, ch
 	if (!e->enabled) {
 		snprintf(out, size, "disabled");
 	} else if (e->cooldown_until > now) {
-		pool_time_text(e->cooldown_until, when, sizeof(when));
+		cli_time_text(e->cooldown_until, when, sizeof(when));
 		snprintf(out, size, "cooling until %s", when);
 	} else {
 		snprintf(out, size, "enabled");

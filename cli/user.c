@@ -2,7 +2,6 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/status.h"
 #include "cli/cli.h"
@@ -50,12 +49,9 @@ static const struct option user_options[] = {
 static void user_list_print(const struct store_user_info *info, void *ctx)
 {
 	char date[32];
-	struct tm tm;
-	time_t t = (time_t)info->created;
 
 	UNUSED(ctx);
-	gmtime_r(&t, &tm);
-	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	cli_time_text(info->created, date, sizeof(date));
 	printf("%-24s %-9s %s\n", info->name, info->enabled ? "enabled" : "disabled", date);
 }
 
