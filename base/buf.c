@@ -39,6 +39,18 @@ static void buf_compact(struct buf *b)
 	b->head = 0;
 }
 
+int buf_ready(struct buf *b, size_t cap)
+{
+	return b->base != NULL ? ST_OK : buf_alloc(b, cap);
+}
+
+size_t buf_room_for(struct buf *b, size_t want)
+{
+	if (b->cap - b->tail < want && b->head > 0)
+		buf_compact(b);
+	return b->cap - b->tail;
+}
+
 size_t buf_room(struct buf *b)
 {
 	/* Compact only when the end is reached: relay buffers usually drain to empty first. */

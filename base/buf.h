@@ -32,6 +32,9 @@ NODISCARD int buf_alloc(struct buf *b, size_t cap);
 /* Free storage obtained by buf_alloc; b becomes empty with no storage. Safe on an empty struct. */
 void buf_free(struct buf *b);
 
+/* Storage when bytes first flow: buf_alloc(b, cap) unless b already has some. ST_OK or ST_ENOMEM. */
+NODISCARD int buf_ready(struct buf *b, size_t cap);
+
 static inline size_t buf_len(const struct buf *b) { return b->tail - b->head; }
 static inline const uint8_t *buf_data(const struct buf *b) { return b->base + b->head; }
 static inline int buf_empty(const struct buf *b) { return b->head == b->tail; }
@@ -39,6 +42,10 @@ static inline int buf_empty(const struct buf *b) { return b->head == b->tail; }
 /* Room at the end for producers, after moving pending data to the front if that makes room. */
 size_t buf_room(struct buf *b);
 static inline uint8_t *buf_space(struct buf *b) { return b->base + b->tail; }
+
+/* Room at the end, after moving pending data to the front when the end has less than `want` and
+ * that gives more: for a producer that needs `want` contiguous bytes (a whole record). */
+size_t buf_room_for(struct buf *b, size_t want);
 
 /* Record that n bytes were written at buf_space(); n must be <= buf_room(). */
 void buf_produce(struct buf *b, size_t n);

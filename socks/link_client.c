@@ -155,25 +155,8 @@ static void lc_timer_set(struct lc_conn *k, double after)
 	ev_timer_start(k->c->loop, &k->timer);
 }
 
-/* Buffers are allocated when bytes first flow that way, and freed again when an idle relay drains
- * them (lc_settle): memory follows the bytes in flight. */
-static int lc_buf_ready(struct buf *b, size_t cap)
-{
-	return b->base != NULL ? ST_OK : buf_alloc(b, cap);
-}
-
-/* Free room at the end of b, moving pending bytes to the front when the end has less than want
- * and the front would give it. */
-static size_t lc_buf_room_for(struct buf *b, size_t want)
-{
-	if (b->cap - b->tail < want && b->head > 0) {
-		memmove(b->base, b->base + b->head, b->tail - b->head);
-		b->tail -= b->head;
-		b->head = 0;
-	}
-	return b->cap - b->tail;
-}
-
+/* Buffers are allocated when bytes first flow that way (buf_ready), and freed again when an idle
+ * relay drains them (lc_settle): memory follows the bytes in flight. */
 static bool lc_buf_has_room(const struct buf *b)
 {
 	return b->base == NULL || buf_len(b) < b->cap;
@@ -228,7 +211,7 @@ static bool lc_flush(int fd, struct buf *b)
 /* Queue bytes for the application. SOCKS replies are small and aout is empty before the relay. */
 static void lc_app_send(struct lc_conn *k, const uint8_t *p, size_t len)
 {
-	if (lc_buf_ready(&k->aout, LC_AOUT_CAP) != ST_OK || buf_append(&k->aout, p, len) != ST_OK)
+	if (buf_ready(&k->aout, LC_AOUT_CAP) != ST_OK || buf_append(&k->aout, p, len) != ST_OK)
 		lc_close(k);
 }
 
@@ -261,8 +244,8 @@ static void lc_abort(struct lc_conn *k)
 	static const struct linger rst = { .l_onoff = 1, .l_linger = 0 };
 
 	if (k->sfd >= 0 && k->has_session && !k->ls.dead &&
-	    lc_buf_ready(&k->sout, LC_SOUT_CAP) == ST_OK &&
-	    lc_buf_room_for(&k->sout, LINK_RECORD_OVERHEAD + 4) >= LINK_RECORD_OVERHEAD + 4) {
+	    buf_ready(&k->sout, LC_SOUT_CAP) == ST_OK &&
+	    buf_room_for(&k->sout, LINK_RECORD_OVERHEAD + 4) >= LINK_RECORD_OVERHEAD + 4) {
 		uint8_t *p = buf_space(&k->sout);
 		size_t flen = link_frame_reset(p + LINK_RECORD_HDR, LINK_FRAME_HDR + 1,
 					       LC_RESET_REASON);
@@ -423,9 +406,9 @@ static ssize_t lc_seal_data(struct lc_conn *k, const uint8_t *p, size_t len)
 		size_t want = LC_REKEY_RECORD + LINK_RECORD_MAX, room, n, flen;
 		uint8_t *frame;
 
-		if (lc_buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK)
+		if (buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK)
 			return -1;
-		room = lc_buf_room_for(&k->sout, want);
+		room = buf_room_for(&k->sout, want);
 		if (room < want)
 			break;
 		if (!lc_rekey_if_due(k))
@@ -446,9 +429,9 @@ static int lc_seal_eof(struct lc_conn *k)
 {
 	size_t want = LC_REKEY_RECORD + LINK_RECORD_OVERHEAD + LINK_FRAME_HDR;
 
-	if (lc_buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK)
+	if (buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK)
 		return ST_ENOMEM;
-	if (lc_buf_room_for(&k->sout, want) < want)
+	if (buf_room_for(&k->sout, want) < want)
 		return ST_AGAIN;
 	if (!lc_rekey_if_due(k) ||
 	    !lc_seal_in_place(
@@ -481,7 +464,7 @@ static void lc_dialed(struct lc_conn *k, int err)
 		lc_link_failed(k, LCF_CONNECT, err);
 		return;
 	}
-	if (lc_buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK ||
+	if (buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK ||
 	    link_client_first(&k->setup->hs, c->key, clock_unix(), buf_space(&k->sout), &len) !=
 		    ST_OK) {
 		lc_link_failed(k, LCF_INTERNAL, 0);
@@ -549,8 +532,8 @@ static void lc_send_connect(struct lc_conn *k)
 	size_t flen;
 
 	k->has_session = true;
-	if (lc_buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK ||
-	    lc_buf_room_for(&k->sout, LINK_RECORD_MAX) < LINK_RECORD_MAX) {
+	if (buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK ||
+	    buf_room_for(&k->sout, LINK_RECORD_MAX) < LINK_RECORD_MAX) {
 		lc_link_failed(k, LCF_INTERNAL, 0);
 		return;
 	}
@@ -650,11 +633,11 @@ static void lc_open_records(struct lc_conn *k)
 
 		if (k->sin.base == NULL || buf_empty(&k->sin))
 			return;
-		if (lc_buf_ready(&k->aout, LC_AOUT_CAP) != ST_OK) {
+		if (buf_ready(&k->aout, LC_AOUT_CAP) != ST_OK) {
 			lc_abort(k);
 			return;
 		}
-		if (lc_buf_room_for(&k->aout, LINK_FRAME_MAX) < LINK_FRAME_MAX) {
+		if (buf_room_for(&k->aout, LINK_FRAME_MAX) < LINK_FRAME_MAX) {
 			k->sin_blocked = true;
 			return;
 		}
@@ -837,7 +820,7 @@ static ssize_t lc_read(int fd, struct buf *b, size_t cap)
 	size_t room;
 	ssize_t n;
 
-	if (lc_buf_ready(b, cap) != ST_OK)
+	if (buf_ready(b, cap) != ST_OK)
 		return -2;
 	/* buf_room may move the pending bytes to the front: ask it before taking buf_space (in
 	 * one argument list the order of the two calls would be the compiler's choice). */
@@ -862,9 +845,9 @@ static int lc_read_app_into_records(struct lc_conn *k)
 		ssize_t n;
 		size_t flen;
 
-		if (lc_buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK)
+		if (buf_ready(&k->sout, LC_SOUT_CAP) != ST_OK)
 			return -2;
-		if (lc_buf_room_for(&k->sout, want) < want)
+		if (buf_room_for(&k->sout, want) < want)
 			return -1;
 		if (!lc_rekey_if_due(k))
 			return -2;

@@ -164,7 +164,7 @@ static bool session_buf_has_room(struct buf *b)
 static int session_buf_ready(struct buf *b)
 {
 	/* Buffers are allocated when bytes first flow that way. */
-	return b->base != NULL ? ST_OK : buf_alloc(b, SESSION_BUF);
+	return buf_ready(b, SESSION_BUF);
 }
 
 /* Sizes of the link's buffers: rx holds one whole record (it is opened in place), `up` one
@@ -172,11 +172,6 @@ static int session_buf_ready(struct buf *b)
 #define LINK_RX_BUF LINK_RECORD_MAX
 #define LINK_UP_BUF (2 * SESSION_BUF)
 #define LINK_TX_BUF (2 * LINK_RECORD_MAX)
-
-static int session_buf_ready_cap(struct buf *b, size_t cap)
-{
-	return b->base != NULL ? ST_OK : buf_alloc(b, cap);
-}
 
 static void session_timer_set(struct session *s, double after)
 {
@@ -1073,7 +1068,7 @@ static bool session_link_tx_room(struct session *s, size_t frame_len)
 	size_t room;
 	int n;
 
-	if (session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK) {
+	if (buf_ready(&l->tx, LINK_TX_BUF) != ST_OK) {
 		session_close(s);
 		return false;
 	}
@@ -1231,7 +1226,7 @@ static void session_link_first(struct session *s)
 		int rc = link_server_reply(&l->hs->hs, l->hs->psk, clock_mono(), reply, &n, &l->ls);
 
 		session_link_handshake_end(s);
-		if (rc != ST_OK || session_buf_ready_cap(&l->tx, LINK_TX_BUF) != ST_OK ||
+		if (rc != ST_OK || buf_ready(&l->tx, LINK_TX_BUF) != ST_OK ||
 		    buf_append(&l->tx, reply, n) != ST_OK) {
 			session_link_silent(s, false);
 			return;
@@ -1293,7 +1288,7 @@ static void session_link_records(struct session *s)
 		uint8_t *p = l->rx.base + l->rx.head;
 		int n;
 
-		if (session_buf_ready_cap(&s->up, LINK_UP_BUF) != ST_OK) {
+		if (buf_ready(&s->up, LINK_UP_BUF) != ST_OK) {
 			session_close(s);
 			return;
 		}
@@ -1354,7 +1349,7 @@ static void session_link_readable(struct session *s)
 			session_close(s);
 		return;
 	}
-	if (session_buf_ready_cap(&l->rx, LINK_RX_BUF) != ST_OK) {
+	if (buf_ready(&l->rx, LINK_RX_BUF) != ST_OK) {
 		session_close(s);
 		return;
 	}
