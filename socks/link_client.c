@@ -1040,7 +1040,7 @@ static void lc_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	UNUSED(revents);
 	switch (k->state) {
 	case LC_DIALING:
-		lc_link_failed(k, LCF_CONNECT, ETIMEDOUT);
+		lc_dialed(k, ETIMEDOUT); /* like a refused connect: the probe tries the next address */
 		break;
 	case LC_HANDSHAKE:
 		lc_link_failed(k, LCF_NO_ANSWER, 0);
