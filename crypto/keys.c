@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "crypto/noise.h"
 
 void keys_hash(uint8_t out[static KEYS_HASH_BYTES], const uint8_t key[static KEYS_KEY_BYTES],
 	       const struct keys_part *parts, size_t n)
@@ -113,14 +114,7 @@ _Static_assert(KEYS_X25519_BYTES == crypto_scalarmult_SCALARBYTES, "X25519 priva
 int keys_x25519_public(uint8_t pub[static KEYS_X25519_BYTES],
 		       const uint8_t priv[static KEYS_X25519_BYTES])
 {
-	uint8_t tmp[KEYS_X25519_BYTES];
-
-	/* -1 only for an all-zero result, which a clamped scalar times the base point never
-	 * gives; checked all the same, and pub stays as it was. */
-	if (crypto_scalarmult_base(tmp, priv) != 0)
-		return ST_ECRYPTO;
-	memcpy(pub, tmp, sizeof(tmp));
-	return ST_OK;
+	return noise_public_key(pub, priv);
 }
 
 int keys_x25519_generate(struct keys_secret *priv, uint8_t pub[static KEYS_X25519_BYTES])

@@ -931,15 +931,6 @@ int noise_handshake_remote_static(const struct noise_handshake *hs,
 	return ST_OK;
 }
 
-int noise_handshake_local_ephemeral(const struct noise_handshake *hs,
-				    uint8_t out[static NOISE_DH_LEN])
-{
-	if (!hs->has_e)
-		return ST_ENOTFOUND;
-	memcpy(out, hs->e_pub, NOISE_DH_LEN);
-	return ST_OK;
-}
-
 int noise_handshake_remote_ephemeral(const struct noise_handshake *hs,
 				     uint8_t out[static NOISE_DH_LEN])
 {

@@ -269,10 +269,6 @@ NODISCARD int noise_handshake_hash(const struct noise_handshake *hs,
 NODISCARD int noise_handshake_remote_static(const struct noise_handshake *hs,
 					    uint8_t out[static NOISE_DH_LEN]);
 
-/* The local ephemeral public key, once there is one. ST_OK or ST_ENOTFOUND. */
-NODISCARD int noise_handshake_local_ephemeral(const struct noise_handshake *hs,
-					      uint8_t out[static NOISE_DH_LEN]);
-
 /* The remote ephemeral public key, once read. ST_OK or ST_ENOTFOUND. */
 NODISCARD int noise_handshake_remote_ephemeral(const struct noise_handshake *hs,
 					       uint8_t out[static NOISE_DH_LEN]);
