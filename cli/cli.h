@@ -63,6 +63,9 @@ struct store *cli_store_open(const char *path, bool create, bool require_private
  */
 int cli_read_password(bool from_stdin, char *buf, size_t size);
 
+/* write(2) all of buf (for secrets: stdio would keep a copy); false with errno set when it cannot. */
+bool cli_write_all(int fd, const char *buf, size_t len);
+
 /* A Unix time as "2024-03-01T12:00:00Z" (UTC), or "@SECONDS" when it has no calendar form. */
 void cli_time_text(int64_t t, char *out, size_t size);
 

@@ -27,25 +27,6 @@ static void keygen_usage(FILE *f)
 		cli_progname, KEYS_BASE64_LEN, cli_progname);
 }
 
-/* write(2) all of buf; false with errno set when it cannot. */
-static bool write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return false;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
 /* Create path for the key, refusing anything already there. The fd, or -1 with a message. */
 static int keygen_create(const char *path)
 {
@@ -142,7 +123,7 @@ int cmd_keygen(int argc, char **argv)
 	fd = keygen_create(path);
 	if (fd < 0)
 		goto out;
-	if (!write_all(fd, line, KEYS_BASE64_LEN + 1) || fsync(fd) != 0) {
+	if (!cli_write_all(fd, line, KEYS_BASE64_LEN + 1) || fsync(fd) != 0) {
 		cli_error("keygen: cannot write %s: %s", path, strerror(errno));
 		close(fd);
 		(void)unlink(path);

@@ -168,22 +168,6 @@ static int link_args_check(struct link_args *a, const char *const *pos, size_t n
 
 /* ---- add and allow --------------------------------------------------------------------------- */
 
-/* write(2) all of buf to fd; false when it cannot. stdio would keep a copy in its buffer. */
-static bool write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
 /* The refusal of store_link_add, naming the argument. */
 static int link_add_fail(const struct link_args *a, struct store *s, int st,
 			 enum store_link_field bad)
@@ -288,7 +272,8 @@ static int link_add(struct store *s, struct link_args *a, bool allow)
 	}
 	len = strlen(text);
 	text[len++] = '\n';
-	if (!write_all(STDOUT_FILENO, text, len)) {
+	/* Not stdio: it would keep a copy of the key in its buffer. */
+	if (!cli_write_all(STDOUT_FILENO, text, len)) {
 		cli_error("link %s: cannot print the access key (%s); the link '%s' was added: revoke "
 			  "it",
 			  a->action, strerror(errno), a->name);
