@@ -1524,10 +1524,7 @@ class LinkClient(Daemon):
         self.server_text = None
         self.access_path = None
         if via == "file":
-            self.access_path = os.path.join(self.workdir, "access.key")
-            fd = os.open(self.access_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(access_key + "\n")
+            self.access_path = write_secret(os.path.join(self.workdir, "access.key"), access_key)
 
     def command(self):
         cmd = self.wrap + [BINARY, "link"]

@@ -183,7 +183,9 @@ class Handshake(DaemonTestCase):
         t0 = time.monotonic()
         self.assertEqual(read_method(s), 0x00)
         how, _ = wait_closed(s, 5)
-        self.assertLess(time.monotonic() - t0, 5, "closed by the deadline, not at the FIN: " + how)
+        took = time.monotonic() - t0   # from the FIN, the method reply included
+        harness.log("request cut by a FIN: %s after %.3f s" % (how, took))
+        self.assertLess(took, 1.0, "closed %.3f s after the FIN (%s), not at once" % (took, how))
 
     # ---- deadline
 

@@ -193,8 +193,7 @@ class LinkCase(DaemonTestCase):
             pool_add(d.db, *a)
         keys = {name: link_add(d.db, name, user) for name, user in links}
         for name in revoke:
-            r = cli("link", "revoke", name, "--db", d.db)
-            self.assertEqual(r.rc, 0, r)
+            harness.link_revoke(d.db, name)
         self.addCleanup(d.stop)
         d.start()
         host, port = d.link_addr()
@@ -415,16 +414,7 @@ class Relay(LinkCase):
                     % (pushed / MB, rss0, rss1))
         self.assertLess(pushed, total, "nothing pushed back on the target")
         self.assertLess(rss1 - rss0, 16 * 1024, "the client buffered what the application left")
-        h = hashlib.sha256()
-        n = 0
-        s.settimeout(30)
-        while True:
-            data = s.recv(1 << 20)
-            if not data:
-                break
-            h.update(data)
-            n += len(data)
-        self.assertEqual((n, h.digest()), (total, harness.pattern_digest(total)))
+        harness.download_checked(s, total, "once the stalled application reads")
         # Up: the target does not read; the application pushes 64 MB.
         s, _ = socks_open(c.addr(), *sink.addr, timeout=30)
         self.closing(s)
@@ -529,8 +519,8 @@ class Network(LinkCase):
                 echo_check(s, marker + b" %d" % i)
                 s.shutdown(socket.SHUT_WR)
                 self.assertEqual(recv_all(s, 10), b"")
-        for rec in relay.conns:
-            rec["done"].wait(10)
+        for i, rec in enumerate(relay.conns):
+            self.assertTrue(rec["done"].wait(10), "relay connection %d never ended" % i)
         conns = list(relay.conns)
         self.assertEqual(len(conns), 9, "the probe and 8 connections")
         key = parse_access_key(keys["k1"])
@@ -649,9 +639,7 @@ class Errors(LinkCase):
             f.write(key + "\n")
         os.chmod(loose, 0o644)
         tight = os.path.join(wd, "tight.key")
-        fd = os.open(tight, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, (key + "\n").encode())
-        os.close(fd)
+        harness.write_secret(tight, key)
         link = os.path.join(wd, "link.key")
         os.symlink(tight, link)
         cases = [
@@ -694,8 +682,7 @@ class Lifecycle(LinkCase):
         self.closing(s2)
         echo_check(s1)
         echo_check(s2)
-        r = cli("link", "revoke", "k1", "--db", d.db)
-        self.assertEqual(r.rc, 0, r)
+        harness.link_revoke(d.db, "k1")
         how, took = harness.wait_closed(s1, 10)
         harness.log("revoked: the application's connection ended (%s) after %.2f s" % (how, took))
         self.assertLessEqual(took, REVOKE_BOUND)

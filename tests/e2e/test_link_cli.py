@@ -16,7 +16,9 @@ key, low-order public key, bad --server, duplicate name or key, missing or extra
 non-zero, names itself on stderr, prints nothing on stdout and leaves the database dump identical,
 including on a database without a server key yet. A database others may read is refused for add.
 The server's private key never appears on stdout or stderr of any command. `shroud link
---OPTION` is reserved for the client mode (not built yet: exit 2).
+--OPTION` runs the client mode: with a missing --access-key-file it exits 2 naming the file ("cannot
+open") and prints nothing on stdout; `shroud link` alone exits 2 with an error and creates no
+database; `--help` of link, link add, keygen and shroud exits 0 with a usage text.
 """
 import base64
 import hashlib
@@ -452,7 +454,7 @@ class LinkCli(DaemonTestCase):
         self.assertEqual(r.rc, 0, r)
         self.check_refusals(pub)
 
-    # ---- the reserved client mode, help
+    # ---- the client mode's dispatch, help
 
     def test_client_mode_dispatch_and_help(self):
         # An option first is the client: a missing key file is its error, not the operator's.

@@ -354,12 +354,25 @@ class LifeAndLimits(UdpCase):
         d.wait_fds_at_most(base)
 
     def test_idle_timeout_ends_the_association(self):
+        idle = 1.0
         e = self.udp_echo("127.0.0.1")
-        d = self.pool_daemon(args=("--idle-timeout", "1"))
+        d = self.pool_daemon(args=("--idle-timeout", "%g" % idle))
         a = self.assoc(d)
+        # Traffic every half timeout keeps it alive for twice the timeout: activity, not age,
+        # is what counts.
+        t0 = time.monotonic()
         a.echo("127.0.0.1", e.port)
-        how, elapsed = harness.wait_closed(a.ctl, 6.0)
+        for _ in range(4):
+            harness.assert_no_data(a.ctl, idle / 2)   # still open, and nothing on it
+            a.echo("127.0.0.1", e.port)
+        last = time.monotonic()
+        self.assertGreater(last - t0, 1.5 * idle, "the traffic did not outlast the timeout")
+        # Then silence: it ends one timeout after the last datagram, not before.
+        how, _ = harness.wait_closed(a.ctl, idle + 5.0)
+        elapsed = time.monotonic() - last
         harness.log("idle association closed (%s) %.2f s after the last datagram" % (how, elapsed))
+        self.assertGreaterEqual(elapsed, idle - 0.1, "closed before the idle timeout")
+        self.assertLessEqual(elapsed, idle + 1.5, "closed long after the idle timeout")
         self.wait_refused(a.relay)
 
     def test_associations_per_user(self):

@@ -300,11 +300,11 @@ static void test_handshake_first_bitflip(void **state)
 static void test_handshake_wrong_psk(void **state)
 {
 	struct link_client_hs chs;
-	struct link_server_hs shs;
-	struct link_session cs, ss, before;
+	struct link_server_hs shs, shs2;
+	struct link_session cs, ss, ss2, before;
 	struct link_first f;
-	uint8_t first[LINK_FIRST_MAX], reply[LINK_REPLY_MAX], other[32];
-	size_t first_len, reply_len;
+	uint8_t first[LINK_FIRST_MAX], reply[LINK_REPLY_MAX], good[LINK_REPLY_MAX], other[32];
+	size_t first_len, reply_len, good_len;
 
 	(void)state;
 	memcpy(other, psk, sizeof(other));
@@ -312,13 +312,19 @@ static void test_handshake_wrong_psk(void **state)
 	assert_int_equal(link_client_first(&chs, cli_key, NOW, first, &first_len), ST_OK);
 	assert_int_equal(link_server_read_first(&shs, srv_key, first, first_len, &f), LINK_FIRST_FIXED);
 	assert_int_equal(link_server_reply(&shs, other, MONO, reply, &reply_len, &ss), ST_OK);
+	/* A second server answers the same first flight with the right PSK: a reply chs can read. */
+	assert_int_equal(link_server_read_first(&shs2, srv_key, first, first_len, &f),
+			 LINK_FIRST_FIXED);
+	assert_int_equal(link_server_reply(&shs2, psk, MONO, good, &good_len, &ss2), ST_OK);
 	memset(&cs, 0x44, sizeof(cs));
 	memcpy(&before, &cs, sizeof(cs));
 	assert_int_equal(link_client_read_reply(&chs, reply, reply_len, MONO, &cs), ST_ECRYPTO);
 	assert_memory_equal(&cs, &before, sizeof(cs));
-	/* The client's handshake is over: even the right reply cannot be read now. */
-	assert_int_equal(link_client_read_reply(&chs, reply, reply_len, MONO, &cs), ST_ECRYPTO);
+	/* The failure wiped chs: even the right reply cannot be read now, and cs stays untouched. */
+	assert_int_equal(link_client_read_reply(&chs, good, good_len, MONO, &cs), ST_ECRYPTO);
+	assert_memory_equal(&cs, &before, sizeof(cs));
 	link_session_wipe(&ss);
+	link_session_wipe(&ss2);
 }
 
 /* A client that pinned another server key fails at the server's first, cheapest check. */
