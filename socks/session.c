@@ -161,17 +161,24 @@ static bool session_buf_has_room(struct buf *b)
 	return b->base == NULL || buf_room(b) > 0;
 }
 
-static int session_buf_ready(struct buf *b)
-{
-	/* Buffers are allocated when bytes first flow that way. */
-	return buf_ready(b, SESSION_BUF);
-}
-
 /* Sizes of the link's buffers: rx holds one whole record (it is opened in place), `up` one
  * record's data while the previous one is written out, tx two records. */
 #define LINK_RX_BUF LINK_RECORD_MAX
 #define LINK_UP_BUF (2 * SESSION_BUF)
 #define LINK_TX_BUF (2 * LINK_RECORD_MAX)
+/* `down` is sealed into records of at most LINK_DATA_MAX bytes: a buffer of exactly that many
+ * makes every full read from the target one full record, where SESSION_BUF (16384) made each a
+ * 16381-byte record and a 3-byte one (twice the seals, and a size pattern on the wire). */
+#define LINK_DOWN_BUF LINK_DATA_MAX
+
+/* The capacity a relay buffer gets when bytes first flow its way (buffers are allocated then, and
+ * freed when they drain). */
+static size_t session_buf_cap(const struct session *s, const struct buf *b)
+{
+	if (s->link == NULL)
+		return SESSION_BUF;
+	return b == &s->down ? LINK_DOWN_BUF : LINK_UP_BUF;
+}
 
 static void session_timer_set(struct session *s, double after)
 {
@@ -190,7 +197,8 @@ static void session_close(struct session *s)
 static void session_send(struct session *s, const uint8_t *p, size_t len)
 {
 	s->reply_bytes += (uint32_t)len;
-	if (session_buf_ready(&s->down) != ST_OK || buf_append(&s->down, p, len) != ST_OK)
+	if (buf_ready(&s->down, session_buf_cap(s, &s->down)) != ST_OK ||
+	    buf_append(&s->down, p, len) != ST_OK)
 		session_close(s);
 }
 
@@ -1288,7 +1296,7 @@ static void session_link_records(struct session *s)
 		uint8_t *p = l->rx.base + l->rx.head;
 		int n;
 
-		if (buf_ready(&s->up, LINK_UP_BUF) != ST_OK) {
+		if (buf_ready(&s->up, session_buf_cap(s, &s->up)) != ST_OK) {
 			session_close(s);
 			return;
 		}
@@ -1503,13 +1511,14 @@ static int session_link_start(struct session *s)
 
 /* ---- I/O --------------------------------------------------------------------------------------- */
 
-/* Read from fd into b. Returns bytes read, 0 at EOF, -1 with nothing to read now, -2 on error. */
-static ssize_t session_read(int fd, struct buf *b)
+/* Read from fd into b (given cap bytes of storage if it has none). Returns bytes read, 0 at EOF, -1
+ * with nothing to read now, -2 on error. */
+static ssize_t session_read(int fd, struct buf *b, size_t cap)
 {
 	size_t room;
 	ssize_t n;
 
-	if (session_buf_ready(b) != ST_OK)
+	if (buf_ready(b, cap) != ST_OK)
 		return -2;
 	room = buf_room(b); /* first: compacting moves the end that buf_space returns */
 	n = read(fd, buf_space(b), room);
@@ -1574,7 +1583,7 @@ static ssize_t session_relay_read(struct session *s, int fd, struct buf *b, stru
 			return pipe_buf_fill(p, fd);
 		/* No descriptor for a pipe (EMFILE): this read goes through the buffer. */
 	}
-	return session_read(fd, b);
+	return session_read(fd, b, session_buf_cap(s, b));
 }
 
 /* Write a direction's pending bytes to fd. false on a write error. */
