@@ -97,6 +97,7 @@ struct session_link {
 	bool authed;			  /* reply sent: client_pub is valid */
 	bool unauth_counted;		  /* penalty_admit counted this connection */
 	bool got_end;			  /* the client sent EOF or RESET */
+	bool fin;			  /* read 0 from the client: rx holds all there will be */
 	bool sent_eof;
 	double started; /* monotonic, at the reply: a session lives at most LINK_SESSION_MAX */
 };
@@ -1342,6 +1343,24 @@ static void session_link_records(struct session *s)
 	}
 }
 
+/*
+ * The client's TCP stream ended during the relay: open what rx still holds as `up` makes room. Once
+ * nothing more can open, an end that no EOF or RESET record announced is a truncation and the
+ * target gets a reset, not a clean end. After an EOF record the session goes on until the target's
+ * side is done too (session_link_flush), as a half-close on the plain port does.
+ */
+static void session_link_after_fin(struct session *s)
+{
+	struct session_link *l = s->link;
+
+	if (!l->fin || l->got_end || s->state != S_RELAY)
+		return;
+	session_link_records(s);
+	if (s->state == S_RELAY && !l->got_end &&
+	    (buf_empty(&l->rx) || buf_room(&s->up) >= LINK_DATA_MAX))
+		session_link_abort(s); /* rx empty, or only part of a record that cannot complete */
+}
+
 /* The client's socket is readable: ciphertext into rx, then the handshake or the records. */
 static void session_link_readable(struct session *s)
 {
@@ -1364,8 +1383,12 @@ static void session_link_readable(struct session *s)
 	room = buf_room(&l->rx); /* first: it may move the bytes buf_space points at */
 	n = read(s->cfd, buf_space(&l->rx), room);
 	if (n == 0) {
-		/* The client closed its connection. Without an EOF or RESET record before, that is
-		 * a truncation: the target gets a reset, not a clean end. */
+		l->fin = true;
+		if (s->state == S_RELAY) {
+			session_link_after_fin(s); /* records may still wait in rx for room in `up` */
+			return;
+		}
+		/* Before the relay, the end of the connection is the end of the session. */
 		if (!l->got_end)
 			session_link_abort(s);
 		else
@@ -1452,6 +1475,9 @@ reseal:
 		if (s->state != S_RELAY)
 			return;
 	}
+	session_link_after_fin(s);
+	if (s->state != S_RELAY)
+		return;
 	up_done = s->c_eof && buf_empty(&s->up);
 	down_done = l->sent_eof && buf_empty(&l->tx);
 	if (up_done && down_done) {
@@ -1927,7 +1953,8 @@ static void session_settle(struct session *s)
 		/* The link is read in every state (RESET and truncation must be seen), as far as
 		 * rx has room; opened records wait there while `up` is full. */
 		session_watch(loop, &s->c_read,
-			      s->state == S_LINK_SILENT || linger || session_buf_has_room(&s->link->rx));
+			      s->state == S_LINK_SILENT || linger ||
+				      (!s->link->fin && session_buf_has_room(&s->link->rx)));
 		session_watch(loop, &s->c_write, !buf_empty(&s->link->tx));
 	} else {
 		session_watch(loop, &s->c_read,

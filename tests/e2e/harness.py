@@ -1749,12 +1749,14 @@ def _pattern_handler(conn, peer, server):
     received, bad, how = 0, 0, "eof"
     try:
         while True:
-            data = conn.recv(1 << 20)
+            data = conn.recv(server.read_chunk)
             if not data:
                 break
             if data != pattern251(received, len(data)):
                 bad += 1
             received += len(data)
+            if server.pace:
+                time.sleep(server.pace)  # a target slower than the link (pacing, not a wait)
     except (ConnectionResetError, BrokenPipeError):
         how = "reset"
     sender.join(timeout=60)
@@ -1764,10 +1766,12 @@ def _pattern_handler(conn, peer, server):
 class PatternServer(TcpServer):
     """A bulk target for linkprobe --bulk: sends `total` bytes of pattern251() and then its FIN,
     while it reads and checks what comes in against the same pattern. Each ended connection is
-    queued in `ends` as (peer, bytes received, chunks that did not match, 'eof'|'reset')."""
+    queued in `ends` as (peer, bytes received, chunks that did not match, 'eof'|'reset').
+    read_chunk and pace (seconds after each read) make a slow reader."""
 
-    def __init__(self, total, host="127.0.0.1"):
+    def __init__(self, total, host="127.0.0.1", read_chunk=1 << 20, pace=0.0):
         self.total = total
+        self.read_chunk, self.pace = read_chunk, pace
         self.ends = queue.Queue()
         super().__init__(_pattern_handler, host)
 

@@ -338,6 +338,21 @@ class LinkProbe(DaemonTestCase):
                              (total, total, 0, "eof"), r)
             self.assertEqual(target.wait_end()[1:], (total, 0, "eof"))
 
+    def test_fin_right_behind_eof_loses_nothing(self):
+        # A client that ends cleanly (its EOF record) and shuts its socket right behind it,
+        # against a target slower than the link: when the FIN arrives the server still holds
+        # records it could not open yet (`up` full). They must all reach the target, then a
+        # clean end: the FIN is the end of the transport, not a truncation.
+        d, addr, keys = self.start_link_daemon()
+        total = 4 << 20
+        target = self.start_server(harness.PatternServer(total, read_chunk=4096, pace=0.0005))
+        r = linkprobe(keys["k1"], addr, "--connect", "%s:%d" % target.addr, "--bulk", total,
+                      "--fin", "--wait", 20)
+        self.assertEqual(r.rep, 0, r)
+        self.assertEqual(target.wait_end(timeout=60)[1:], (total, 0, "eof"))
+        self.assertEqual((r.bulk["sent"], r.bulk["received"], r.bulk["bad"], r.end),
+                         (total, total, 0, "eof"), r)
+
     def fault_case(self, addr, key, label, args, want_got, pipelined=False):
         """One linkprobe run that breaks the record stream (after --echo ECHO unless pipelined):
         asserts the link closes at once (no EOF record, no timeout) and the target received one

@@ -7,7 +7,7 @@
  *   linkprobe --access-key-file F --server ADDR:PORT [--key F] [--bind ADDR] [--clock-offset S]
  *             [--save-first FILE] [--wait S]
  *             [--connect HOST:PORT [--params P] [--echo TEXT] [--send TEXT]
- *              [--second-connect] [--reorder] [--truncate K] [--tamper N] | [--bulk BYTES]]
+ *              [--second-connect] [--reorder] [--truncate K] [--tamper N] | [--bulk BYTES [--fin]]]
  *
  * Sends one valid first flight (timestamp = now + offset), optionally saving its bytes, then waits
  * up to --wait seconds (default 10) for the reply:
@@ -29,6 +29,8 @@
  *                    the same pattern; both ways at once, sending first whenever both can go
  *                    (the upload ends while the download is still backed up in the server).
  *                    Prints "bulk sent S received R bad B seconds T" instead of "data" lines.
+ *   --fin            with --bulk: the TCP half-close right behind the EOF record (a client that
+ *                    ends cleanly and shuts its socket while the server still holds its records)
  * Every DATA byte received is printed as "data TEXT" (escaped, one line per record), and the end
  * of the link as "end eof" (an EOF record), "end reset" (a RESET record), "end closed" (a TCP close
  * without either), "end tcpreset" (a TCP reset), "end badrecord" (a record that does not open) or
@@ -272,13 +274,13 @@ static const char *bulk_open(struct probe *p, unsigned long long *received, unsi
 }
 
 /* --bulk (see the top of this file). */
-static void probe_bulk(struct probe *p, unsigned long long total)
+static void probe_bulk(struct probe *p, unsigned long long total, bool fin)
 {
 	static uint8_t out[LINK_RECORD_MAX];
 	uint8_t frame[LINK_FRAME_MAX];
 	size_t out_len = 0, out_off = 0;
 	unsigned long long sent = 0, received = 0, bad = 0;
-	bool eof_sent = false;
+	bool eof_sent = false, fin_sent = false;
 	const char *end = NULL;
 	double t0 = clock_mono();
 
@@ -320,6 +322,10 @@ static void probe_bulk(struct probe *p, unsigned long long total)
 				out_off += (size_t)n;
 			else if (n < 0 && errno != EAGAIN && errno != EINTR)
 				break; /* the read below says how the link ended */
+			if (fin && eof_sent && out_off == out_len && !fin_sent) {
+				shutdown(p->fd, SHUT_WR);
+				fin_sent = true;
+			}
 			if (!(pf.revents & (POLLIN | POLLHUP | POLLERR)) || sent < total)
 				continue; /* sending first: reads wait until the socket is full */
 		}
@@ -390,7 +396,7 @@ int main(int argc, char **argv)
 	double offset = 0;
 	long truncate_at = -1;
 	long long bulk = -1;
-	bool second_connect = false, reorder = false;
+	bool second_connect = false, reorder = false, fin = false;
 	char text[LINK_ACCESS_MAX + 1];
 	struct link_access acc;
 	struct link_client_key *key = NULL;
@@ -413,6 +419,10 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(argv[i], "--reorder") == 0) {
 			reorder = true;
+			continue;
+		}
+		if (strcmp(argv[i], "--fin") == 0) {
+			fin = true;
 			continue;
 		}
 		if (v == NULL)
@@ -457,6 +467,8 @@ int main(int argc, char **argv)
 	if (bulk >= 0 && (echo_text != NULL || send_text != NULL || second_connect || reorder ||
 			  truncate_at >= 0 || p.tamper >= 0))
 		die("--bulk goes alone");
+	if (fin && bulk < 0)
+		die("--fin needs --bulk");
 	if (echo_text != NULL && (echo_text[0] == '\0' || strlen(echo_text) > LINK_DATA_MAX))
 		die("--echo needs 1..16381 bytes");
 	if (pwhash_init() != ST_OK)
@@ -536,7 +548,7 @@ int main(int argc, char **argv)
 		probe_write(&p, rec, n);
 		if (bulk >= 0) {
 			if (probe_read(&p, UNTIL_REPLY, NULL, &rep) && rep == 0)
-				probe_bulk(&p, (unsigned long long)bulk);
+				probe_bulk(&p, (unsigned long long)bulk, fin);
 			goto done;
 		}
 		if (echo_text != NULL) {
