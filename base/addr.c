@@ -247,3 +247,24 @@ bool addr_is_internal(const struct addr *a)
 		return true;
 	return false;
 }
+
+void addr_client_key(const struct addr *a, uint8_t key[static ADDR_CLIENT_KEY_LEN])
+{
+	memset(key, 0, ADDR_CLIENT_KEY_LEN);
+	if (addr_family(a) == AF_INET6) {
+		memcpy(key, &a->u.sin6.sin6_addr, 8);
+		key[15] = 6;
+	} else {
+		memcpy(key, &a->u.sin.sin_addr, 4);
+		key[15] = 4;
+	}
+}
+
+size_t addr_client_slot(const uint8_t key[static ADDR_CLIENT_KEY_LEN], size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (size_t i = 0; i < ADDR_CLIENT_KEY_LEN; i++)
+		h = (h ^ key[i]) * 1099511628211ull;
+	return (size_t)(h % n);
+}

@@ -71,6 +71,17 @@ bool addr_is_loopback(const struct addr *a);
  */
 bool addr_is_internal(const struct addr *a);
 
+/*
+ * Who a client is, for per-client limits (failed logins, the link's penalty box): its IPv4
+ * address, or its IPv6 /64, since one host usually owns a whole /64. 16 bytes, never all zero,
+ * IPv4 and IPv6 keys distinct.
+ */
+#define ADDR_CLIENT_KEY_LEN 16
+void addr_client_key(const struct addr *a, uint8_t key[static ADDR_CLIENT_KEY_LEN]);
+
+/* A slot in 0..n-1 for a client key (FNV-1a: for bounded tables, not adversary-proof). */
+size_t addr_client_slot(const uint8_t key[static ADDR_CLIENT_KEY_LEN], size_t n);
+
 /* True when both hold the same family, address and port. */
 bool addr_equal(const struct addr *a, const struct addr *b);
 

@@ -9,7 +9,7 @@
 #include "base/status.h"
 
 struct penalty_entry {
-	uint8_t key[16];  /* IPv4 address, or an IPv6 /64; all zero = free */
+	uint8_t key[ADDR_CLIENT_KEY_LEN]; /* addr_client_key; all zero = free */
 	unsigned failures; /* in the current window */
 	double window;	  /* when the current window of failures started */
 	double box_until; /* boxed until then */
@@ -51,42 +51,22 @@ void penalty_free(struct penalty *p)
 	free(p);
 }
 
-static void penalty_key(const struct addr *a, uint8_t key[static 16])
-{
-	memset(key, 0, 16);
-	if (addr_family(a) == AF_INET6) {
-		memcpy(key, &a->u.sin6.sin6_addr, 8);
-		key[15] = 6;
-	} else {
-		memcpy(key, &a->u.sin.sin_addr, 4);
-		key[15] = 4;
-	}
-}
-
-static size_t penalty_hash(const uint8_t key[static 16], size_t n)
-{
-	uint64_t h = 1469598103934665603ull; /* FNV-1a over our own bounded table */
-
-	for (size_t i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 1099511628211ull;
-	return (size_t)(h % n);
-}
 
 /*
  * The entry of key, created (in the stalest slot of its probe run) when create is set, else NULL
  * when absent. A slot holding open unauthenticated connections is not reused: their counts must
  * come back to the right source. Caller holds the lock.
  */
-static struct penalty_entry *penalty_entry(struct penalty *p, const uint8_t key[static 16],
+static struct penalty_entry *penalty_entry(struct penalty *p, const uint8_t key[static ADDR_CLIENT_KEY_LEN],
 					   double now, bool create)
 {
-	size_t i = penalty_hash(key, p->nslots);
+	size_t i = addr_client_slot(key, p->nslots);
 	struct penalty_entry *victim = NULL;
 
 	for (size_t k = 0; k < MIN(p->nslots, (size_t)8); k++) {
 		struct penalty_entry *e = &p->slots[(i + k) % p->nslots];
 
-		if (memcmp(e->key, key, 16) == 0)
+		if (memcmp(e->key, key, ADDR_CLIENT_KEY_LEN) == 0)
 			return e;
 		if (e->unauth == 0 && (victim == NULL || e->last < victim->last))
 			victim = e;
@@ -94,7 +74,7 @@ static struct penalty_entry *penalty_entry(struct penalty *p, const uint8_t key[
 	if (!create || victim == NULL)
 		return NULL;
 	memset(victim, 0, sizeof(*victim));
-	memcpy(victim->key, key, 16);
+	memcpy(victim->key, key, ADDR_CLIENT_KEY_LEN);
 	victim->window = now;
 	victim->box_next = PENALTY_BOX_MIN;
 	return victim;
@@ -102,11 +82,11 @@ static struct penalty_entry *penalty_entry(struct penalty *p, const uint8_t key[
 
 enum penalty_verdict penalty_admit(struct penalty *p, const struct addr *source, double now)
 {
-	uint8_t key[16];
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	struct penalty_entry *e;
 	enum penalty_verdict v = PENALTY_SERVE;
 
-	penalty_key(source, key);
+	addr_client_key(source, key);
 	pthread_mutex_lock(&p->lock);
 	if (p->unauth_total >= PENALTY_UNAUTH_TOTAL) {
 		pthread_mutex_unlock(&p->lock);
@@ -129,10 +109,10 @@ enum penalty_verdict penalty_admit(struct penalty *p, const struct addr *source,
 
 void penalty_unauth_done(struct penalty *p, const struct addr *source)
 {
-	uint8_t key[16];
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	struct penalty_entry *e;
 
-	penalty_key(source, key);
+	addr_client_key(source, key);
 	pthread_mutex_lock(&p->lock);
 	if (p->unauth_total > 0)
 		p->unauth_total--;
@@ -144,10 +124,10 @@ void penalty_unauth_done(struct penalty *p, const struct addr *source)
 
 void penalty_fail(struct penalty *p, const struct addr *source, double now)
 {
-	uint8_t key[16];
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	struct penalty_entry *e;
 
-	penalty_key(source, key);
+	addr_client_key(source, key);
 	pthread_mutex_lock(&p->lock);
 	e = penalty_entry(p, key, now, true);
 	if (e != NULL) {
@@ -168,11 +148,11 @@ void penalty_fail(struct penalty *p, const struct addr *source, double now)
 
 bool penalty_boxed(struct penalty *p, const struct addr *source, double now)
 {
-	uint8_t key[16];
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	struct penalty_entry *e;
 	bool boxed;
 
-	penalty_key(source, key);
+	addr_client_key(source, key);
 	pthread_mutex_lock(&p->lock);
 	e = penalty_entry(p, key, now, false);
 	boxed = e != NULL && now < e->box_until;

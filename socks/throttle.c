@@ -9,7 +9,7 @@
 #include "base/status.h"
 
 struct throttle_entry {
-	uint8_t key[16]; /* IPv4 address, or the /64 of an IPv6 address; all zero = free */
+	uint8_t key[ADDR_CLIENT_KEY_LEN]; /* addr_client_key; all zero = free */
 	unsigned failures;
 	double last; /* time of the latest failure: the count lapses THROTTLE_WINDOW after it */
 };
@@ -46,39 +46,17 @@ void throttle_free(struct throttle *t)
 	free(t);
 }
 
-/* A client is its IPv4 address, or its IPv6 /64: one host usually owns a whole /64. */
-static void throttle_key(const struct addr *a, uint8_t key[static 16])
-{
-	memset(key, 0, 16);
-	if (addr_family(a) == AF_INET6) {
-		memcpy(key, &a->u.sin6.sin6_addr, 8);
-		key[15] = 6; /* never all-zero, distinct from IPv4 keys */
-	} else {
-		memcpy(key, &a->u.sin.sin_addr, 4);
-		key[15] = 4;
-	}
-}
-
-static size_t throttle_hash(const uint8_t key[static 16], size_t n)
-{
-	uint64_t h = 1469598103934665603ull; /* FNV-1a: the table is bounded, not adversarial-proof */
-
-	for (size_t i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 1099511628211ull;
-	return (size_t)(h % n);
-}
-
 /* The live entry for key, or NULL. Caller holds the lock. */
-static struct throttle_entry *throttle_find(struct throttle *t, const uint8_t key[static 16],
+static struct throttle_entry *throttle_find(struct throttle *t, const uint8_t key[static ADDR_CLIENT_KEY_LEN],
 					    double now)
 {
-	size_t i = throttle_hash(key, t->nslots);
+	size_t i = addr_client_slot(key, t->nslots);
 
 	/* Linear probing over a few slots only: the table is a bounded cache, not a map. */
 	for (size_t k = 0; k < MIN(t->nslots, (size_t)8); k++) {
 		struct throttle_entry *e = &t->slots[(i + k) % t->nslots];
 
-		if (memcmp(e->key, key, 16) == 0) {
+		if (memcmp(e->key, key, ADDR_CLIENT_KEY_LEN) == 0) {
 			if (now - e->last > THROTTLE_WINDOW)
 				return NULL;
 			return e;
@@ -89,17 +67,17 @@ static struct throttle_entry *throttle_find(struct throttle *t, const uint8_t ke
 
 double throttle_fail(struct throttle *t, const struct addr *client, double now)
 {
-	uint8_t key[16];
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	struct throttle_entry *e, *victim = NULL;
 	size_t i;
 	double delay = 0;
 
-	throttle_key(client, key);
+	addr_client_key(client, key);
 	pthread_mutex_lock(&t->lock);
-	i = throttle_hash(key, t->nslots);
+	i = addr_client_slot(key, t->nslots);
 	for (size_t k = 0; k < MIN(t->nslots, (size_t)8); k++) {
 		e = &t->slots[(i + k) % t->nslots];
-		if (memcmp(e->key, key, 16) == 0) {
+		if (memcmp(e->key, key, ADDR_CLIENT_KEY_LEN) == 0) {
 			victim = e;
 			break;
 		}
@@ -108,8 +86,8 @@ double throttle_fail(struct throttle *t, const struct addr *client, double now)
 			victim = e;
 	}
 	e = victim;
-	if (memcmp(e->key, key, 16) != 0 || now - e->last > THROTTLE_WINDOW) {
-		memcpy(e->key, key, 16);
+	if (memcmp(e->key, key, ADDR_CLIENT_KEY_LEN) != 0 || now - e->last > THROTTLE_WINDOW) {
+		memcpy(e->key, key, ADDR_CLIENT_KEY_LEN);
 		e->failures = 0;
 	}
 	e->failures++;
@@ -125,11 +103,11 @@ double throttle_fail(struct throttle *t, const struct addr *client, double now)
 
 bool throttle_blocked(struct throttle *t, const struct addr *client, double now)
 {
-	uint8_t key[16];
+	uint8_t key[ADDR_CLIENT_KEY_LEN];
 	struct throttle_entry *e;
 	bool blocked;
 
-	throttle_key(client, key);
+	addr_client_key(client, key);
 	pthread_mutex_lock(&t->lock);
 	e = throttle_find(t, key, now);
 	blocked = e != NULL && e->failures >= THROTTLE_BLOCK;

@@ -657,7 +657,7 @@ int udp_assoc_new(struct worker *w, int ctl_fd, const struct addr *client,
 	a->params = *params;
 	a->client = *client;
 	/* The user's places; a client without a login is counted by its address, an IPv6 one by
-	 * its /64 (one host usually owns a whole /64, as socks/throttle assumes). */
+	 * its /64, as addr_client_key counts clients (here as text, the quota table's key). */
 	if (params->name[0] != '\0') {
 		snprintf(a->quota_key, sizeof(a->quota_key), "%s", params->name);
 	} else {

@@ -101,6 +101,34 @@ static void test_addr_equal_and_mapped_loopback(void **state)
 	assert_true(addr_equal(&a, &b));
 }
 
+/* A client is its IPv4 address or its IPv6 /64, whatever the port; the two families never meet. */
+static void test_addr_client_key(void **state)
+{
+	uint8_t k[4][ADDR_CLIENT_KEY_LEN], zero[ADDR_CLIENT_KEY_LEN] = { 0 };
+	struct addr a;
+
+	(void)state;
+	assert_int_equal(addr_parse_ip("2001:db8:1:2::a", 1, &a), ST_OK);
+	addr_client_key(&a, k[0]);
+	assert_int_equal(addr_parse_ip("2001:db8:1:2:ffff::b", 2, &a), ST_OK);
+	addr_client_key(&a, k[1]);
+	assert_memory_equal(k[0], k[1], ADDR_CLIENT_KEY_LEN); /* the same /64 */
+	assert_int_equal(addr_parse_ip("2001:db8:1:3::a", 1, &a), ST_OK);
+	addr_client_key(&a, k[2]);
+	assert_memory_not_equal(k[0], k[2], ADDR_CLIENT_KEY_LEN); /* the next /64 */
+	/* 32.1.13.184 is 2001:0db8 read as IPv4: still another client. */
+	assert_int_equal(addr_parse_ip("32.1.13.184", 1, &a), ST_OK);
+	addr_client_key(&a, k[3]);
+	assert_memory_not_equal(k[0], k[3], ADDR_CLIENT_KEY_LEN);
+	assert_int_equal(addr_parse_ip("32.1.13.185", 1, &a), ST_OK);
+	addr_client_key(&a, k[2]);
+	assert_memory_not_equal(k[2], k[3], ADDR_CLIENT_KEY_LEN); /* IPv4: the whole address */
+	for (int i = 0; i < 4; i++) {
+		assert_memory_not_equal(k[i], zero, ADDR_CLIENT_KEY_LEN); /* zero marks a free slot */
+		assert_true(addr_client_slot(k[i], 7) < 7);
+	}
+}
+
 static void test_addr_is_internal(void **state)
 {
 	static const char *const internal[] = {
@@ -148,6 +176,7 @@ int main(void)
 		cmocka_unit_test(test_buf_keeps_order_across_compaction),
 		cmocka_unit_test(test_addr_parse_hostport),
 		cmocka_unit_test(test_addr_equal_and_mapped_loopback),
+		cmocka_unit_test(test_addr_client_key),
 		cmocka_unit_test(test_addr_is_internal),
 		cmocka_unit_test(test_status_strings),
 	};
