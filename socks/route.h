@@ -22,6 +22,7 @@
 
 #include "base/addr.h"
 #include "base/compiler.h"
+#include "egress/bind.h"
 #include "egress/params.h"
 #include "egress/select.h"
 #include "store/snapshot.h"
@@ -55,6 +56,13 @@ struct route_candidate {
 	struct addr src; /* the address to bind, port 0 */
 	bool cooling;	 /* tried only when no healthy one is left */
 };
+
+/* How to bind a candidate's source: a prefix entry's address is one of many routed to this host,
+ * on no interface, so it needs EGRESS_FREEBIND; a single address does not. */
+static inline unsigned route_candidate_flags(const struct route_candidate *c)
+{
+	return c->entry->prefix_len < (c->entry->family == AF_INET6 ? 128 : 32) ? EGRESS_FREEBIND : 0;
+}
 
 /*
  * Rank up to max (<= ROUTE_CANDIDATES) candidates for key among entries of `families`

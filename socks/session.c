@@ -395,11 +395,7 @@ static void session_connect_next(struct session *s)
 				r->fail_rep = SOCKS_REP_NOT_ALLOWED;
 				continue;
 			}
-			/* A prefix entry's address is one of many routed here, on no interface. */
-			unsigned flags = c != NULL && c->entry->prefix_len <
-							  (c->entry->family == AF_INET6 ? 128 : 32)
-						 ? EGRESS_FREEBIND
-						 : 0;
+			unsigned flags = c != NULL ? route_candidate_flags(c) : 0;
 
 			if (egress_connect(c != NULL ? &c->src : NULL, dst, flags, &fd, &bind_failed) ==
 			    ST_OK) {
@@ -631,8 +627,7 @@ static void session_bind_next(struct session *s)
 			break; /* every candidate failed */
 		if (c != NULL) {
 			src = c->src;
-			if (c->entry->prefix_len < (c->entry->family == AF_INET6 ? 128 : 32))
-				flags = EGRESS_FREEBIND;
+			flags = route_candidate_flags(c);
 		} else {
 			src.len = sizeof(src.u);
 			if (getsockname(s->cfd, &src.u.sa, &src.len) < 0) {

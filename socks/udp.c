@@ -311,10 +311,7 @@ static void udp_relay_out(struct udp_assoc *a, const struct addr *targets, size_
 			continue;
 		k = udp_sock_find(a, family, &cand->src);
 		if (k == NULL) {
-			/* A prefix entry's address is one of many routed here, on no interface. */
-			bool prefix = cand->entry->prefix_len < (family == AF_INET6 ? 128 : 32);
-
-			k = udp_sock_open(a, family, &cand->src, prefix ? EGRESS_FREEBIND : 0,
+			k = udp_sock_open(a, family, &cand->src, route_candidate_flags(cand),
 					  route_entry_address(snap, cand->entry), &bind_failed);
 			if (k == NULL && (bind_failed || errno == EADDRNOTAVAIL)) {
 				/* Not on this host: the entry's fault, as for CONNECT. */
